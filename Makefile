@@ -1,0 +1,32 @@
+# The two commands a newcomer runs: `make demo` and `make test`. Both build .venv when missing.
+PY := .venv/bin/python
+VENV_STAMP := .venv/.installed
+
+export RAY_USAGE_STATS_ENABLED := 0
+export MLFLOW_DISABLE_TELEMETRY := true
+export DO_NOT_TRACK := 1
+
+.PHONY: demo test venv bench clean
+
+venv: $(VENV_STAMP)
+
+# torch is installed first, from its own pin, and every later install is constrained by it,
+# so nothing can pull a different (CUDA, multi-GB) torch.
+$(VENV_STAMP): requirements-torch.txt requirements.txt pyproject.toml
+	test -x $(PY) || python3 -m venv .venv
+	$(PY) -m pip install -q -r requirements-torch.txt
+	$(PY) -m pip install -q -r requirements.txt -c requirements-torch.txt
+	$(PY) -m pip install -q --no-deps -e .
+	touch $@
+
+demo: venv
+	$(PY) -m study.cli train paper_linear_regression_looped_cpu --out runs/demo
+
+test: venv
+	$(PY) -m pytest
+
+bench: venv
+	$(PY) bench/train_speed.py
+
+clean:
+	rm -rf .venv runs results

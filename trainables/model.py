@@ -1,0 +1,155 @@
+"""GPT-2 style decoders without token embeddings (SPEC section 3): standard and looped.
+
+Both read d-wide tokens x_1, y_1, x_2, ... through `read_in`, run a backbone (learned
+positions, pre-LN blocks, final LayerNorm) and predict y_i from the x_i token via `read_out`.
+The looped model applies one backbone b times with input injection: Y_t = backbone(Y_{t-1} + P).
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import ModelConfig
+from .tasks import interleave
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, n_embd: int, n_head: int):
+        super().__init__()
+        self.n_head = n_head
+        self.c_attn = nn.Linear(n_embd, 3 * n_embd)
+        self.c_proj = nn.Linear(n_embd, n_embd)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, seq, width = x.shape
+        q, k, v = self.c_attn(x).view(batch, seq, 3, self.n_head, width // self.n_head).unbind(2)
+        y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                           is_causal=True)
+        return self.c_proj(y.transpose(1, 2).reshape(batch, seq, width))
+
+
+class MLP(nn.Module):
+    def __init__(self, n_embd: int):
+        super().__init__()
+        self.c_fc = nn.Linear(n_embd, 4 * n_embd)
+        self.c_proj = nn.Linear(4 * n_embd, n_embd)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.c_proj(F.gelu(self.c_fc(x), approximate="tanh"))
+
+
+class Block(nn.Module):
+    def __init__(self, n_embd: int, n_head: int):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(n_embd, eps=1e-5)
+        self.attn = CausalSelfAttention(n_embd, n_head)
+        self.ln_2 = nn.LayerNorm(n_embd, eps=1e-5)
+        self.mlp = MLP(n_embd)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x))
+        return x + self.mlp(self.ln_2(x))
+
+
+class Backbone(nn.Module):
+    """inputs + wpe -> blocks -> ln_f, with GPT-2's initialisation."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.wpe = nn.Parameter(torch.empty(2 * config.n_positions + 1, config.n_embd))
+        self.blocks = nn.ModuleList(Block(config.n_embd, config.n_head) for _ in range(config.n_layer))
+        self.ln_f = nn.LayerNorm(config.n_embd, eps=1e-5)
+        nn.init.normal_(self.wpe, std=0.02)
+        for name, module in self.named_modules():
+            if isinstance(module, nn.Linear):
+                # residual output projections are scaled down by depth, as in GPT-2
+                std = 0.02 / math.sqrt(2 * config.n_layer) if name.endswith("c_proj") else 0.02
+                nn.init.normal_(module.weight, std=std)
+                nn.init.zeros_(module.bias)
+
+    def residual(self, h: torch.Tensor) -> Iterator[torch.Tensor]:
+        """The residual stream after each block (before ln_f)."""
+        h = h + self.wpe[: h.shape[1]]
+        for block in self.blocks:
+            h = block(h)
+            yield h
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        for h in self.residual(h):
+            pass
+        return self.ln_f(h)
+
+
+class _Transformer(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.read_in = nn.Linear(config.n_dims, config.n_embd)
+        self.backbone = Backbone(config)
+        self.read_out = nn.Linear(config.n_embd, 1)
+
+    def predict(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Predictions for y_1..y_n, read at the x tokens (even positions): [batch, n]."""
+        return self.read_out(hidden[:, 0::2]).squeeze(2)
+
+
+class StandardTransformer(_Transformer):
+    def forward(self, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
+        return self.predict(self.backbone(self.read_in(interleave(xs, ys))))
+
+    @torch.no_grad()
+    def states(self, xs: torch.Tensor, ys: torch.Tensor) -> Iterator[torch.Tensor]:
+        """Probe states: index 0 the read_in embedding, then the residual after each layer."""
+        p = self.read_in(interleave(xs, ys))
+        yield p
+        yield from self.backbone.residual(p)
+
+
+class LoopedTransformer(_Transformer):
+    def forward(self, xs: torch.Tensor, ys: torch.Tensor, n_loops: int,
+                keep: list[int] | None = None,
+                trace: list[torch.Tensor] | None = None) -> dict[int, torch.Tensor]:
+        """Predictions at the 1-based iterations in `keep` (default: only the last).
+
+        Iterations before min(keep) run without gradient, so the state entering the window
+        is detached; every iteration from min(keep) to n_loops is differentiated. `trace`, if
+        given, receives every iteration's state Y_t (for tests and analysis).
+        """
+        keep = set(keep or [n_loops])
+        first = min(keep)
+        p = self.read_in(interleave(xs, ys))
+        y = torch.zeros_like(p)
+        predictions = {}
+        for t in range(1, n_loops + 1):
+            with torch.set_grad_enabled(torch.is_grad_enabled() and t >= first):
+                y = self.backbone(y + p)
+            if trace is not None:
+                trace.append(y)
+            if t in keep:
+                predictions[t] = self.predict(y)
+        return predictions
+
+    @torch.no_grad()
+    def states(self, xs: torch.Tensor, ys: torch.Tensor, n_loops: int) -> Iterator[torch.Tensor]:
+        """Probe states: index 0 the read_in embedding, then each iteration's residual (pre-ln_f)."""
+        p = self.read_in(interleave(xs, ys))
+        yield p
+        y = torch.zeros_like(p)
+        for _ in range(n_loops):
+            for h in self.backbone.residual(y + p):
+                pass
+            yield h
+            y = self.backbone.ln_f(h)
+
+
+def build_model(config: ModelConfig) -> StandardTransformer | LoopedTransformer:
+    return (LoopedTransformer if config.family == "looped" else StandardTransformer)(config)
+
+
+def backbone_parameter_count(model: _Transformer) -> int:
+    """Parameters of the blocks and ln_f (excluding position embeddings, read_in, read_out)."""
+    return sum(p.numel() for name, p in model.backbone.named_parameters() if name != "wpe")

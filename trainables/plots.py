@@ -1,0 +1,48 @@
+"""The run folder's figure: error vs in-context examples with baselines, and (looped models)
+the last-point error vs loop iteration, which shows whether the fixed point holds past b."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from .config import Config  # noqa: E402
+
+BASELINE_STYLE = {"least_squares": ("least squares", "k--"), "3nn": ("3-NN", "C7:"),
+                  "averaging": ("averaging", "C8-.")}
+
+
+def plot_eval(summary: dict, config: Config, path: Path) -> None:
+    result = summary["eval"]
+    looped = "last_point_vs_iteration" in result
+    fig, axes = plt.subplots(1, 2 if looped else 1, figsize=(11 if looped else 6, 4), squeeze=False)
+    ax = axes[0, 0]
+    ks = range(len(result["curve"]))
+    label = f"{config.model.family} L={config.model.n_layer} D={config.model.n_embd}"
+    if looped:
+        label += f" b={config.n_loops}"
+    ax.plot(ks, result["curve"], "C0-", lw=2, label=label)
+    ax.fill_between(ks, result["band_lo"], result["band_hi"], color="C0", alpha=0.25, label="90% band")
+    for i, (n, curve) in enumerate(sorted(result.get("loops", {}).items(), key=lambda kv: int(kv[0]))):
+        if int(n) != config.n_loops:
+            ax.plot(ks, curve, f"C{i + 1}-", lw=1, label=f"at {n} iterations")
+    for name, base in summary["baselines"].items():
+        text, style = BASELINE_STYLE[name]
+        ax.plot(ks, base["curve"], style, lw=1, label=text)
+    ax.set(xlabel="in-context examples k", ylabel="squared error / normaliser", yscale="log",
+           title=f"{config.task.name}, step {summary['step']}")
+    ax.legend(fontsize=8)
+    if looped:
+        ax = axes[0, 1]
+        curve = result["last_point_vs_iteration"]
+        ax.plot(range(1, len(curve) + 1), curve, "C0-")
+        ax.axvline(config.n_loops, color="k", ls=":", label=f"trained b = {config.n_loops}")
+        ax.set(xlabel="loop iteration", ylabel="error at the last point", yscale="log",
+               title="fixed point beyond b?")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

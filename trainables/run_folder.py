@@ -1,0 +1,97 @@
+"""A self-contained run folder: config.yaml, metrics.jsonl, checkpoints/, summary.json, eval.png.
+
+A checkpoint holds everything a bitwise-exact continuation needs: model, optimizer, the step
+counter (which fixes the curriculum) and every RNG state.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+from .config import Config, ConfigError, from_dict
+
+import yaml
+
+CHECKPOINT_FILE = "state.pt"
+KEEP_CHECKPOINTS = 2
+
+
+def new_run_dir(name: str, root: str | Path = "runs") -> Path:
+    return Path(root) / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def write_config(run_dir: Path, config: Config) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(config.to_yaml())
+
+
+def read_config(path: Path) -> Config:
+    if not path.is_file():
+        raise ConfigError(f"'{path}' not found: is this a run folder or checkpoint of `loopstudy train`?")
+    return from_dict(yaml.safe_load(path.read_text()))
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    found = sorted((run_dir / "checkpoints").glob("step_*"))
+    return found[-1] if found else None
+
+
+def load_run_config(run_dir: str | Path) -> tuple[Config, Path]:
+    """The resolved config of a run folder and its newest checkpoint (for `train --resume`)."""
+    run_dir = Path(run_dir)
+    config = read_config(run_dir / "config.yaml")
+    checkpoint = latest_checkpoint(run_dir)
+    if checkpoint is None:
+        raise ConfigError(f"run folder '{run_dir}' has no checkpoint to resume from")
+    return config, checkpoint
+
+
+def save_checkpoint(run_dir: Path, config: Config, step: int, model, optimizer,
+                    generator: torch.Generator) -> Path:
+    folder = run_dir / "checkpoints" / f"step_{step:08d}"
+    tmp = folder.with_name(folder.name + ".tmp")
+    tmp.mkdir(parents=True, exist_ok=True)
+    torch.save({"step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "data_rng": generator.get_state(), "torch_rng": torch.get_rng_state()},
+               tmp / CHECKPOINT_FILE)
+    (tmp / "config.yaml").write_text(config.to_yaml())
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)  # a crash mid-save never leaves a half-written checkpoint behind
+    for old in sorted((run_dir / "checkpoints").glob("step_????????"))[:-KEEP_CHECKPOINTS]:
+        shutil.rmtree(old)
+    return folder
+
+
+def load_checkpoint(folder: str | Path, model, optimizer, generator: torch.Generator) -> int:
+    state = torch.load(Path(folder) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    generator.set_state(state["data_rng"])
+    torch.set_rng_state(state["torch_rng"])
+    return state["step"]
+
+
+class MetricsLog:
+    """metrics.jsonl: one JSON object per event; on resume, events past the checkpoint are dropped."""
+
+    def __init__(self, run_dir: Path, resume_step: int | None):
+        self.path = run_dir / "metrics.jsonl"
+        if resume_step is not None and self.path.exists():
+            kept = [line for line in self.path.read_text().splitlines()
+                    if line and json.loads(line)["step"] <= resume_step]
+            self.path.write_text("".join(line + "\n" for line in kept))
+        elif resume_step is None:
+            self.path.write_text("")
+
+    def write(self, event: dict) -> None:
+        with self.path.open("a") as f:
+            f.write(json.dumps(event) + "\n")
+
+
+def read_metrics(run_dir: str | Path) -> list[dict]:
+    path = Path(run_dir) / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line]

@@ -1,0 +1,132 @@
+"""Training (SPEC sections 4-6): curriculum, loss window with dilation, Adam, evaluation,
+checkpoints and the run folder. Plain Python: progress goes to a `report` callback."""
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from . import run_folder
+from .config import Config
+from .evaluation import Evaluator
+from .flops import train_flops_per_step
+from .model import build_model
+from .progress import Progress
+from .tasks import sample_prompts
+
+Report = Callable[[dict, "str | None"], None]
+
+
+def supervised_iterations(n_loops: int, window: int, dilation: int = 1) -> list[int]:
+    """1-based iterations whose predictions enter the loss: b, b-s, ..., b-(T-1)s (those >= 1)."""
+    return [t for t in range(n_loops - (window - 1) * dilation, n_loops + 1, dilation) if t >= 1]
+
+
+def loss_fn(model, config: Config, xs: torch.Tensor, ys: torch.Tensor, n_loops: int) -> torch.Tensor:
+    """Mean squared error over supervised iterations, prompts and all n positions."""
+    if config.model.family == "standard":
+        return torch.mean((model(xs, ys) - ys) ** 2)
+    keep = supervised_iterations(n_loops, config.training.n_loop_window, config.training.loop_dilation)
+    predictions = model(xs, ys, n_loops, keep=keep)
+    return torch.stack([torch.mean((predictions[t] - ys) ** 2) for t in keep]).mean()
+
+
+def resolve_device(device: str | None) -> torch.device:
+    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def autocast_for(config: Config, device: torch.device):
+    if config.training.precision == "bf16":
+        return functools.partial(torch.autocast, device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext
+
+
+def train(config: Config, report: Report | None = None, *, out_dir: str | Path | None = None,
+          resume_from: str | Path | None = None, num_threads: int | None = None,
+          device: str | None = None, progress: bool = False) -> dict:
+    """Train `config` into the run folder `out_dir`; returns the final summary.
+
+    `report(metrics, checkpoint_dir)` is called at every evaluation with flat scalar metrics
+    and the checkpoint saved at that step (or None). `resume_from` is such a checkpoint.
+    """
+    if num_threads:
+        torch.set_num_threads(num_threads)
+    device = resolve_device(device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    tr, cur = config.training, config.curriculum
+    run_dir = Path(out_dir) if out_dir else run_folder.new_run_dir(config.task.name)
+    run_folder.write_config(run_dir, config)
+
+    torch.manual_seed(tr.seed)
+    model = build_model(config.model).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=tr.learning_rate, betas=(0.9, 0.999),
+                                 eps=1e-8, weight_decay=tr.weight_decay)
+    data_rng = torch.Generator(device).manual_seed(tr.seed)
+    step = 0
+    if resume_from:
+        step = run_folder.load_checkpoint(resume_from, model, optimizer, data_rng)
+    log = run_folder.MetricsLog(run_dir, step if resume_from else None)
+    evaluator = Evaluator(config, device)
+    autocast = autocast_for(config, device)
+    bar = Progress(tr.train_steps, step, label=config.task.name) if progress else None
+    gflop = train_flops_per_step(config) / 1e9
+
+    model.train()
+    loss_sum = torch.zeros((), device=device)
+    t_log, steps_logged, started = time.perf_counter(), 0, time.perf_counter()
+    metrics: dict = {"step": step}
+    result = None
+    while step < tr.train_steps:
+        dims, points, loops = cur.dims.value(step), cur.points.value(step), cur.loops.value(step)
+        xs, ys = sample_prompts(config.task, config.model.n_dims, tr.batch_size, points, dims, data_rng)
+        with autocast():
+            loss = loss_fn(model, config, xs, ys, loops)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss_sum += loss.detach()
+        steps_logged += 1
+        step += 1
+
+        if step % tr.log_every == 0 or step == tr.train_steps:
+            now = time.perf_counter()
+            # the only host sync of the loop, once per log interval
+            metrics = {"step": step, "train/loss": loss_sum.item() / steps_logged,
+                       "curriculum/dims": dims, "curriculum/points": points, "curriculum/loops": loops,
+                       "perf/steps_per_s": steps_logged / (now - t_log),
+                       "compute/gflop_per_step": gflop}
+            log.write(metrics)
+            if bar:
+                bar.update(step, loss=metrics["train/loss"], b=loops)
+            loss_sum.zero_()
+            t_log, steps_logged = now, 0
+        checkpoint = None
+        if step % tr.checkpoint_every == 0 or step == tr.train_steps:
+            checkpoint = run_folder.save_checkpoint(run_dir, config, step, model, optimizer, data_rng)
+        if step % tr.eval_every == 0 or step == tr.train_steps:
+            t_eval = time.perf_counter()
+            result = evaluator(model, autocast)
+            log.write({"step": step, "event": "eval", **result})
+            metrics = {**metrics, "step": step, "eval/err_last": result["err_last"],
+                       "eval/err_mean": result["err_mean"]}
+            if report:
+                report(metrics, str(checkpoint) if checkpoint else None)
+            t_log += time.perf_counter() - t_eval  # evaluation time does not count as training
+    if bar:
+        bar.close()
+    if result is None:  # resumed from the final checkpoint: nothing trained, still summarise
+        result = evaluator(model, autocast)
+        metrics.update({"eval/err_last": result["err_last"], "eval/err_mean": result["err_mean"]})
+
+    summary = {**metrics, "run_dir": str(run_dir), "wall_s": time.perf_counter() - started,
+               "eval": result, "baselines": evaluator.baselines}
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    from .plots import plot_eval  # matplotlib is imported only when a run finishes
+    plot_eval(summary, config, run_dir / "eval.png")
+    return summary

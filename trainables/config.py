@@ -138,9 +138,13 @@ def _field_types(cls) -> dict[str, object]:
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
+def did_you_mean(word: str, options, prefix: str = "") -> str:
+    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.5)
+    return f"; did you mean '{prefix}{close[0]}'?" if close else ""
+
+
 def _unknown_key(path: str, key: str, known) -> ConfigError:
-    close = difflib.get_close_matches(key, list(known), n=1)
-    hint = f"; did you mean '{path}{close[0]}'?" if close else ""
+    hint = did_you_mean(key, known, path)
     return ConfigError(f"unknown config key '{path}{key}'{hint} (allowed: {', '.join(known)})")
 
 
@@ -289,8 +293,7 @@ def _preset_layers(name: str) -> tuple[dict, dict, str]:
 def preset_data(name: str) -> tuple[dict, str]:
     """A preset's config mapping and its one-line description."""
     if name not in preset_names():
-        close = difflib.get_close_matches(name, preset_names(), n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else ""
+        hint = did_you_mean(name, preset_names())
         raise ConfigError(f"no preset or file named '{name}'{hint} (see `loopstudy presets`)")
     if name.endswith(CPU_SUFFIX) and name not in _preset_files():
         full, cpu, description = _preset_layers(name[:-len(CPU_SUFFIX)])
@@ -341,8 +344,7 @@ def validate(config: Config) -> None:
     if m.n_embd % m.n_head:
         raise ConfigError(f"'model.n_embd' ({m.n_embd}) must be divisible by 'model.n_head' ({m.n_head})")
     if t.name not in TASKS:
-        close = difflib.get_close_matches(t.name, TASKS, n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else ""
+        hint = did_you_mean(t.name, TASKS)
         raise ConfigError(f"'task.name' must be one of {', '.join(TASKS)}, got '{t.name}'{hint}")
     for name in ("sparsity", "hidden", "depth"):
         _positive(f"task.{name}", getattr(t, name))

@@ -1,0 +1,37 @@
+"""The trainables as Ray Tune function trainables: the only module that knows Ray Tune's
+report/checkpoint API (Ray renamed it three times in two years; mend it here only).
+
+A trial's Tune config is plain data set by the study runner:
+    {"base": preset name or YAML path, "overrides": {dotted: value}, "params": {dotted: value},
+     "run_root": folder holding one run folder per trial, named by the Tune trial id, ...}
+"""
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import ray.tune
+
+from .config import load_config
+from .train import train
+
+
+def trial_config(tune_config: dict):
+    """The resolved Config of a trial: base, then the study's overrides, then the sampled params."""
+    return load_config(tune_config["base"], {**tune_config["overrides"], **tune_config["params"]})
+
+
+def _report(metrics: dict, checkpoint_dir: str | None) -> None:
+    checkpoint = ray.tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+    ray.tune.report(metrics, checkpoint=checkpoint)
+
+
+def train_trainable(tune_config: dict) -> None:
+    """Tune function trainable around `trainables.train`, resuming from Tune's checkpoint."""
+    context = ray.tune.get_context()
+    cpus = context.get_trial_resources().required_resources.get("CPU", 1)
+    checkpoint = ray.tune.get_checkpoint()
+    out_dir = Path(tune_config["run_root"]) / context.get_trial_id()
+    with checkpoint.as_directory() if checkpoint else contextlib.nullcontext() as resume_from:
+        train(trial_config(tune_config), _report, out_dir=out_dir, resume_from=resume_from,
+              num_threads=max(1, int(cpus)))

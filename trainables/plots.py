@@ -32,6 +32,8 @@ def plot_eval(summary: dict, config: Config, path: Path) -> None:
     for name, base in summary["baselines"].items():
         text, style = BASELINE_STYLE[name]
         ax.plot(ks, base["curve"], style, lw=1, label=text)
+    # exact baselines (least squares past k = d) sit near 1e-14: keep the axis on the model
+    ax.set_ylim(bottom=max(min(result["curve"]) / 30, 1e-6))
     ax.set(xlabel="in-context examples k", ylabel="squared error / normaliser", yscale="log",
            title=f"{config.task.name}, step {summary['step']}")
     ax.legend(fontsize=8)
@@ -43,6 +45,25 @@ def plot_eval(summary: dict, config: Config, path: Path) -> None:
         ax.set(xlabel="loop iteration", ylabel="error at the last point", yscale="log",
                title="fixed point beyond b?")
         ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_probe(summaries: list[dict], path: Path) -> None:
+    """The seed's Figure 1: probe error / d per layer or loop iteration, one line per probed
+    model, its control task as a dashed line at the control's best state."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for i, summary in enumerate(summaries):
+        err = summary["err"]
+        ax.plot(range(len(err)), err, f"C{i}-", marker="o" if len(err) <= 25 else None, ms=3,
+                label=summary["label"])
+        if summary.get("control_err"):
+            ax.axhline(min(summary["control_err"]), color=f"C{i}", ls="--", lw=1,
+                       label=f"{summary['label']}: control (min over states)")
+    ax.set(xlabel="layer / loop iteration (0 = read_in embedding)", ylabel="probe error / d",
+           title=f"probing {summaries[0]['target']}, d={summaries[0]['n_dims']} n={summaries[0]['n_points']}")
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

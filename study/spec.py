@@ -1,0 +1,242 @@
+"""A study file: what to train, which knobs to search, what to optimise, how much to spend.
+
+Everything is validated here, before Ray starts; every error names the file and the field.
+
+    name: dilation_cpu
+    trainable: train                      # or probe
+    base: seed_dilation_cpu               # preset name or config YAML path
+    overrides: {training.train_steps: 600}
+    space: dilation                       # a shipped space, or an inline mapping
+    objectives: [{metric: eval/err_last, mode: min}]
+    budget: {num_samples: 8, max_concurrent: 2, time_limit_s: 600, max_failures: 1}
+    scheduler: {grace_period: 100, reduction_factor: 2}   # ASHA on `step`; null = none
+    resources: {cpu: 1, gpu: 0}
+    seeds_per_config: 1
+    results_dir: results/dilation_cpu     # default ./results/<name>
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+import search_spaces
+import trainables
+from trainables.config import Config, ConfigError, load_config
+
+TRAINABLES = ("train", "probe")
+# what `trainables.train` reports; objectives must be among them
+TRAIN_METRICS = ("eval/err_last", "eval/err_mean", "train/loss", "compute/gflop_per_step",
+                 "perf/steps_per_s")
+STUDY_FILE = "study.yaml"     # the copy kept in the results folder, for resume and status
+
+
+class StudyError(ConfigError):
+    """An invalid study file or results folder; the message names the file and the field."""
+
+
+@dataclass(frozen=True)
+class Objective:
+    metric: str
+    mode: str = "min"
+
+
+@dataclass(frozen=True)
+class Budget:
+    num_samples: int
+    max_concurrent: int = 1
+    time_limit_s: float | None = None
+    max_failures: int = 1
+
+
+@dataclass(frozen=True)
+class Scheduler:
+    grace_period: int
+    reduction_factor: int = 2
+
+
+@dataclass(frozen=True)
+class Resources:
+    cpu: float = 1
+    gpu: float = 0
+
+
+@dataclass
+class StudySpec:
+    name: str
+    base: str
+    space: search_spaces.Space
+    objectives: list[Objective]
+    budget: Budget
+    trainable: str = "train"
+    overrides: dict = field(default_factory=dict)
+    scheduler: Scheduler | None = None
+    resources: Resources = field(default_factory=Resources)
+    seeds_per_config: int = 1
+    results_dir: Path = Path()
+    sampler_seed: int | None = None
+    source: dict = field(default_factory=dict)     # the file's mapping, as written
+
+    @property
+    def config(self) -> Config:
+        """The base config with the study's overrides (before any sampled value)."""
+        return load_config(self.base, self.overrides)
+
+    @property
+    def max_steps(self) -> int:
+        return self.config.training.train_steps
+
+    @property
+    def metrics(self) -> list[str]:
+        return [o.metric for o in self.objectives]
+
+    @property
+    def modes(self) -> list[str]:
+        return [o.mode for o in self.objectives]
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump({**self.source, "results_dir": str(self.results_dir)}, sort_keys=False)
+
+
+# ---------------------------------------------------------------- parsing
+
+_REQUIRED = ("name", "base", "space", "objectives", "budget")
+_FIELDS = [f.name for f in dataclasses.fields(StudySpec) if f.name != "source"]
+
+
+def _typed(label: str, value, kind: str):
+    """`value` checked against a dataclass field's annotation (int, float, str, optional)."""
+    if value is None and "None" in kind:
+        return None
+    numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind.startswith("int") and numeric and float(value).is_integer():
+        return int(value)
+    if kind.startswith("float") and numeric or kind == "str" and isinstance(value, str):
+        return value
+    raise StudyError(f"{label} must be {kind.replace(' | None', ' or null')}, got {value!r}")
+
+
+def _section(where: str, cls, data, name: str):
+    """Build a frozen dataclass from a mapping, naming unknown/missing keys and bad types."""
+    if not isinstance(data, dict):
+        raise StudyError(f"{where}: '{name}' must be a mapping, got {data!r}")
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f"; did you mean '{name}.{close[0]}'?" if close else ""
+            raise StudyError(f"{where}: unknown field '{name}.{key}'{hint} (allowed: {', '.join(known)})")
+    missing = [k for k, f in known.items() if k not in data and f.default is dataclasses.MISSING]
+    if missing:
+        raise StudyError(f"{where}: '{name}.{missing[0]}' is required")
+    return cls(**{key: _typed(f"{where}: '{name}.{key}'", value, str(known[key].type))
+                  for key, value in data.items()})
+
+
+def _check(where: str, ok: bool, message: str) -> None:
+    if not ok:
+        raise StudyError(f"{where}: {message}")
+
+
+def parse_study(data, where: str = "<study>") -> StudySpec:
+    """Validate a study mapping completely: fields, base config, space, objectives, ranges."""
+    _check(where, isinstance(data, dict), "a study file must be a mapping at the top level")
+    for key in data:
+        if key not in _FIELDS:
+            close = difflib.get_close_matches(str(key), _FIELDS, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise StudyError(f"{where}: unknown field '{key}'{hint} (allowed: {', '.join(_FIELDS)})")
+    for key in _REQUIRED:
+        _check(where, key in data, f"'{key}' is required")
+    name = data["name"]
+    _check(where, isinstance(name, str) and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name),
+           f"'name' must be letters, digits, '_', '-' or '.', got {name!r}")
+    trainable = data.get("trainable", "train")
+    _check(where, trainable in TRAINABLES, f"'trainable' must be one of {TRAINABLES}, got {trainable!r}")
+    _check(where, callable(getattr(trainables, trainable, None)),
+           f"'trainable': this version of trainables has no '{trainable}'")
+    overrides = data.get("overrides") or {}
+    _check(where, isinstance(overrides, dict), "'overrides' must map dotted config fields to values")
+    try:
+        config = load_config(data["base"], overrides)
+    except ConfigError as exc:
+        raise StudyError(f"{where}: 'base'/'overrides': {exc}") from None
+
+    try:
+        space = search_spaces.load_space(data["space"])
+        space.check(data["base"], overrides)
+    except search_spaces.SpaceError as exc:
+        raise StudyError(f"{where}: 'space': {exc}") from None
+
+    objectives = data["objectives"]
+    _check(where, isinstance(objectives, list) and objectives,
+           "'objectives' must be a non-empty list of {metric, mode}")
+    objectives = [_section(where, Objective, o, f"objectives[{i}]") for i, o in enumerate(objectives)]
+    for i, o in enumerate(objectives):
+        _check(where, o.mode in ("min", "max"), f"'objectives[{i}].mode' must be min or max, got {o.mode!r}")
+        _check(where, trainable != "train" or o.metric in TRAIN_METRICS,
+               f"'objectives[{i}].metric' {o.metric!r} is not reported by train ({', '.join(TRAIN_METRICS)})")
+
+    budget = _section(where, Budget, data["budget"], "budget")
+    _check(where, budget.num_samples >= 1, "'budget.num_samples' must be >= 1")
+    _check(where, budget.max_concurrent >= 1, "'budget.max_concurrent' must be >= 1")
+    _check(where, budget.max_failures >= 0, "'budget.max_failures' must be >= 0")
+    _check(where, budget.time_limit_s is None or budget.time_limit_s > 0, "'budget.time_limit_s' must be > 0")
+
+    scheduler = data.get("scheduler")
+    if scheduler is not None:
+        scheduler = _section(where, Scheduler, scheduler, "scheduler")
+        steps = config.training.train_steps
+        _check(where, 1 <= scheduler.grace_period < steps,
+               f"'scheduler.grace_period' must be in [1, training.train_steps={steps}), got {scheduler.grace_period}")
+        _check(where, scheduler.reduction_factor >= 2, "'scheduler.reduction_factor' must be >= 2")
+
+    resources = _section(where, Resources, data.get("resources") or {}, "resources")
+    _check(where, resources.cpu > 0 and resources.gpu >= 0, "'resources' needs cpu > 0 and gpu >= 0")
+    seeds = data.get("seeds_per_config", 1)
+    _check(where, isinstance(seeds, int) and not isinstance(seeds, bool) and seeds >= 1,
+           f"'seeds_per_config' must be an integer >= 1, got {seeds!r}")
+    sampler_seed = data.get("sampler_seed")
+    _check(where, sampler_seed is None or isinstance(sampler_seed, int), "'sampler_seed' must be an integer")
+    results_dir = Path(data.get("results_dir") or Path("results") / name).resolve()
+    return StudySpec(name=name, base=data["base"], space=space, objectives=objectives, budget=budget,
+                     trainable=trainable, overrides=dict(overrides), scheduler=scheduler,
+                     resources=resources, seeds_per_config=seeds, results_dir=results_dir,
+                     sampler_seed=sampler_seed, source=dict(data))
+
+
+def _read(path: Path) -> dict:
+    if not path.is_file():
+        raise StudyError(f"{path}: no such study file")
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise StudyError(f"{path}: not valid YAML: {exc}") from None
+
+
+def load_study(path: str | Path) -> StudySpec:
+    """A study file; a relative `base` YAML path is taken relative to the study file."""
+    path = Path(path)
+    data = _read(path)
+    if isinstance(data, dict) and isinstance(data.get("base"), str):
+        beside = path.parent / data["base"]
+        if beside.suffix in (".yaml", ".yml") and beside.is_file():
+            data["base"] = str(beside.resolve())
+    return parse_study(data, str(path))
+
+
+def find_study(name_or_dir: str | Path, results_root: str | Path = "results") -> StudySpec:
+    """The study kept in a results folder: NAME (under results_root) or the folder's path."""
+    folder = Path(name_or_dir)
+    if not (folder / STUDY_FILE).is_file():
+        folder = Path(results_root) / str(name_or_dir)
+    if not (folder / STUDY_FILE).is_file():
+        raise StudyError(f"no study '{name_or_dir}': {folder / STUDY_FILE} does not exist "
+                         "(run it first with `loopstudy run STUDY.yaml`)")
+    spec = load_study(folder / STUDY_FILE)
+    spec.results_dir = folder.resolve()
+    return spec

@@ -1,0 +1,88 @@
+"""Study files: everything validated before Ray starts; errors name the file and the field."""
+import os
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+import yaml  # noqa: E402
+
+from study.spec import StudyError, find_study, load_study, parse_study  # noqa: E402
+
+STUDIES = Path(__file__).parents[1] / "study" / "studies"
+GOOD = {
+    "name": "s1", "base": "paper_linear_regression_looped_cpu",
+    "overrides": {"training.train_steps": 40, "training.eval_every": 10},
+    "space": {"training.loop_dilation": {"categorical": [1, 2]}, "curriculum.loops.start": None},
+    "objectives": [{"metric": "eval/err_last", "mode": "min"}],
+    "budget": {"num_samples": 4, "max_concurrent": 2},
+    "scheduler": {"grace_period": 10, "reduction_factor": 2},
+}
+
+
+def with_(**changes):
+    data = {**GOOD, **changes}
+    return {k: v for k, v in data.items() if v is not ...}
+
+
+def test_a_valid_study_resolves_its_parts(tmp_path):
+    spec = parse_study(with_(results_dir=str(tmp_path / "r")))
+    assert spec.max_steps == 40 and spec.metrics == ["eval/err_last"] and spec.modes == ["min"]
+    assert spec.space.searched == ["training.loop_dilation"]
+    assert spec.scheduler.grace_period == 10 and spec.resources.cpu == 1 and spec.seeds_per_config == 1
+    assert spec.results_dir == tmp_path / "r"
+    assert parse_study(with_(results_dir=...)).results_dir == Path("results/s1").resolve()
+
+
+def test_the_kept_copy_reads_back_the_same(tmp_path):
+    folder = tmp_path / "s1"
+    spec = parse_study(with_(results_dir=str(folder)))
+    folder.mkdir()
+    (folder / "study.yaml").write_text(spec.to_yaml())
+    for again in (find_study(folder), find_study("s1", results_root=tmp_path)):
+        assert again.source == {**spec.source, "results_dir": str(folder)}
+        assert again.space == spec.space and again.budget == spec.budget
+        assert again.results_dir == folder
+    with pytest.raises(StudyError, match="run it first"):
+        find_study("missing", results_root=tmp_path)
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"nmae": "x"}, "unknown field 'nmae'; did you mean 'name'"),
+    ({"name": ...}, "'name' is required"),
+    ({"name": "a b"}, "'name' must be letters"),
+    ({"trainable": "fit"}, "'trainable' must be one of"),
+    ({"overrides": {"training.train_step": 5}}, "'base'/'overrides'.*did you mean 'training.train_steps'"),
+    ({"base": "no_such_preset"}, "'base'/'overrides'.*no preset"),
+    ({"space": {"training.loop_dilaton": {"categorical": [1]}}}, "'space'.*training.loop_dilaton"),
+    ({"space": {"training.loop_dilation": 3, "curriculum.loops.end": {"int": [5, 10]}}}, "'space'.*no valid config"),
+    ({"objectives": []}, "'objectives' must be a non-empty list"),
+    ({"objectives": [{"metric": "eval/err", "mode": "min"}]}, r"'objectives\[0\].metric' 'eval/err' is not reported"),
+    ({"objectives": [{"metric": "eval/err_last", "mode": "low"}]}, r"'objectives\[0\].mode' must be min or max"),
+    ({"objectives": [{"metrc": "eval/err_last"}]}, r"unknown field 'objectives\[0\].metrc'"),
+    ({"budget": {"max_concurrent": 2}}, "'budget.num_samples' is required"),
+    ({"budget": {"num_samples": "8"}}, "'budget.num_samples' must be int"),
+    ({"budget": {"num_samples": 0}}, "'budget.num_samples' must be >= 1"),
+    ({"budget": {"num_samples": 2, "time_limit_s": -1}}, "'budget.time_limit_s' must be > 0"),
+    ({"scheduler": {"grace_period": 40}}, r"'scheduler.grace_period' must be in \[1, training.train_steps=40\)"),
+    ({"scheduler": {"grace_period": 10, "reduction_factor": 1}}, "'scheduler.reduction_factor' must be >= 2"),
+    ({"resources": {"cpu": 0}}, "'resources' needs cpu > 0"),
+    ({"seeds_per_config": 0}, "'seeds_per_config' must be an integer >= 1"),
+])
+def test_invalid_studies_name_the_file_and_field(tmp_path, changes, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(with_(**changes)))
+    with pytest.raises(StudyError, match=message) as info:
+        load_study(path)
+    assert str(info.value).startswith(str(path))
+
+
+def test_shipped_studies_are_valid():
+    files = sorted(STUDIES.glob("*.yaml"))
+    assert files
+    for path in files:
+        spec = load_study(path)
+        assert spec.name == path.stem and spec.budget.num_samples >= 1

@@ -46,6 +46,23 @@ def autocast_for(config: Config, device: torch.device):
     return contextlib.nullcontext
 
 
+def make_optimizer(model: torch.nn.Module, config: Config) -> torch.optim.Optimizer:
+    tr = config.training
+    return torch.optim.Adam(model.parameters(), lr=tr.learning_rate, betas=(0.9, 0.999),
+                            eps=1e-8, weight_decay=tr.weight_decay)
+
+
+def train_step(model, optimizer, config: Config, xs: torch.Tensor, ys: torch.Tensor, n_loops: int,
+               autocast=contextlib.nullcontext) -> torch.Tensor:
+    """One optimisation step on a batch; returns the detached loss (no host sync)."""
+    with autocast():
+        loss = loss_fn(model, config, xs, ys, n_loops)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
 def train(config: Config, report: Report | None = None, *, out_dir: str | Path | None = None,
           resume_from: str | Path | None = None, num_threads: int | None = None,
           device: str | None = None, progress: bool = False) -> dict:
@@ -65,8 +82,7 @@ def train(config: Config, report: Report | None = None, *, out_dir: str | Path |
 
     torch.manual_seed(tr.seed)
     model = build_model(config.model).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=tr.learning_rate, betas=(0.9, 0.999),
-                                 eps=1e-8, weight_decay=tr.weight_decay)
+    optimizer = make_optimizer(model, config)
     data_rng = torch.Generator(device).manual_seed(tr.seed)
     step = 0
     if resume_from:
@@ -85,12 +101,7 @@ def train(config: Config, report: Report | None = None, *, out_dir: str | Path |
     while step < tr.train_steps:
         dims, points, loops = cur.dims.value(step), cur.points.value(step), cur.loops.value(step)
         xs, ys = sample_prompts(config.task, config.model.n_dims, tr.batch_size, points, dims, data_rng)
-        with autocast():
-            loss = loss_fn(model, config, xs, ys, loops)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        loss_sum += loss.detach()
+        loss_sum += train_step(model, optimizer, config, xs, ys, loops, autocast)
         steps_logged += 1
         step += 1
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from trainables.config import ConfigError
 
@@ -27,6 +28,36 @@ def cmd_train(args) -> None:
     print(f"figure: {summary['run_dir']}/eval.png   summary: {summary['run_dir']}/summary.json")
 
 
+def cmd_probe(args) -> None:
+    import trainables
+    from trainables.config import load_config
+    from trainables.plots import plot_probe
+    from trainables.run_folder import new_run_dir
+
+    overrides = list(args.set) + [f"probe.target={args.target}"] * bool(args.target)
+    overrides += ["probe.control=true"] * args.control
+    several = len(args.run_dirs) > 1
+    root = Path(args.out) if args.out else new_run_dir("probe") if several else None
+    summaries, names = [], set()
+    for run_dir in args.run_dirs:
+        config = load_config(Path(run_dir) / "config.yaml", overrides)
+        name = Path(run_dir).resolve().name
+        name = f"{name}-{len(names)}" if name in names else name
+        names.add(name)
+        out = root / name if several else root
+        summary = trainables.probe(config, run_dir=run_dir, out_dir=out, num_threads=args.threads,
+                                   progress=True)
+        summaries.append(summary)
+        print(f"{summary['label']}: probe error / d ({summary['target']}) after {summary['step']} steps")
+        print("state  task" + "      control" * args.control)
+        for i, err in enumerate(summary["err"]):
+            print(f"{i:5d}  {err:.4f}" + (f"    {summary['control_err'][i]:.4f}" if args.control else ""))
+        print(f"probe folder: {summary['run_dir']}   figure: {summary['run_dir']}/probe.png")
+    if several:
+        plot_probe(summaries, root / "probe.png")
+        print(f"figure with all runs: {root / 'probe.png'}")
+
+
 def cmd_presets(args) -> None:
     from trainables.config import preset_data, preset_names
 
@@ -48,6 +79,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("probe", help="fit probes to every layer / loop iteration of trained runs")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folder(s) of `loopstudy train`")
+    p.add_argument("--target", choices=("wols", "grad"), help="what to decode (default: probe.target)")
+    p.add_argument("--control", action="store_true", help="also fit control probes (trained on w = 1)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="dotted override, e.g. --set probe.steps=2000 (repeatable)")
+    p.add_argument("--out", help="probe folder (default: RUN_DIR/probe_<target>); with several "
+                                 "runs, one sub-folder each and the joint figure")
+    p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    p.set_defaults(func=cmd_probe)
 
     p = sub.add_parser("presets", help="list the shipped presets")
     p.set_defaults(func=cmd_presets)

@@ -94,6 +94,7 @@ class ProbeConfig:
     n_loops: int = 0                  # looped model iterations to probe; 0 = its trained b
     seed: int = 0
     eval_every: int = 500
+    chunk: int = 8                    # states probed together (bounds memory)
 
 
 @dataclass
@@ -387,7 +388,7 @@ def validate(config: Config) -> None:
         _positive(f"eval.loops[{i}]", n)
     if pr.target not in ("wols", "grad"):
         raise ConfigError(f"'probe.target' must be 'wols' or 'grad', got '{pr.target}'")
-    for name in ("steps", "batch_size", "hidden", "eval_every"):
+    for name in ("steps", "batch_size", "hidden", "eval_every", "chunk"):
         _positive(f"probe.{name}", getattr(pr, name))
     _positive("probe.learning_rate", pr.learning_rate)
     if pr.n_loops < 0:

@@ -8,6 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from .config import Config  # noqa: E402
 
@@ -61,6 +62,7 @@ def plot_probe(summaries: list[dict], path: Path) -> None:
         if summary.get("control_err"):
             ax.axhline(min(summary["control_err"]), color=f"C{i}", ls="--", lw=1,
                        label=f"{summary['label']}: control (min over states)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set(xlabel="layer / loop iteration (0 = read_in embedding)", ylabel="probe error / d",
            title=f"probing {summaries[0]['target']}, d={summaries[0]['n_dims']} n={summaries[0]['n_points']}")
     ax.legend(fontsize=8)

@@ -1,0 +1,173 @@
+"""Probe fitting (SPEC section 8): how well every layer's / loop iteration's state decodes a target.
+
+`probe(config, run_dir=...)` loads a trained run folder, trains all (state, target) probes at
+once on fresh prompts, and writes its own run folder: config.yaml, metrics.jsonl,
+checkpoints/, summary.json and probe.png. Plain Python: progress goes to a `report` callback.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+from . import run_folder
+from .config import Config, ConfigError
+from .model import build_model
+from .probes import TARGETS, StackedProbes, evaluate, fit_step, n_targets, probe_prompts
+from .progress import Progress
+from .train import Report, resolve_device
+
+SETS = ("task", "control")   # control probes train on w = 1 prompts, are scored on random w
+
+
+def load_trained(config: Config, run_dir: str | Path, device: torch.device):
+    """The trained model of a run folder, checked against `config.model`."""
+    trained, checkpoint = run_folder.load_run_config(run_dir)
+    if trained.model != config.model:
+        diff = [f"model.{k}" for k, v in vars(config.model).items() if getattr(trained.model, k) != v]
+        raise ConfigError(f"{', '.join(diff)} differ from the run folder '{run_dir}' being probed")
+    model = build_model(config.model).to(device)
+    state = torch.load(Path(checkpoint) / run_folder.CHECKPOINT_FILE, map_location=device,
+                       weights_only=True)
+    model.load_state_dict(state["model"])
+    return model.eval().requires_grad_(False)
+
+
+def state_count(config: Config) -> tuple[int, int]:
+    """(number of probe states, loop iterations run; 0 for a standard model)."""
+    if config.model.family == "standard":
+        return config.model.n_layer + 1, 0
+    n_loops = config.probe.n_loops or config.n_loops
+    return n_loops + 1, n_loops
+
+
+def save_checkpoint(out: Path, config: Config, step: int, probes, optimizer, rngs) -> Path:
+    folder = out / "checkpoints" / f"step_{step:08d}"
+    tmp = folder.with_name(folder.name + ".tmp")
+    tmp.mkdir(parents=True, exist_ok=True)
+    torch.save({"step": step, "probes": probes.state_dict(), "optimizer": optimizer.state_dict(),
+                "data_rng": [g.get_state() for g in rngs]}, tmp / run_folder.CHECKPOINT_FILE)
+    (tmp / "config.yaml").write_text(config.to_yaml())
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
+    for old in sorted((out / "checkpoints").glob("step_????????"))[:-run_folder.KEEP_CHECKPOINTS]:
+        shutil.rmtree(old)
+    return folder
+
+
+def load_checkpoint(folder: str | Path, probes, optimizer, rngs) -> int:
+    state = torch.load(Path(folder) / run_folder.CHECKPOINT_FILE, map_location="cpu", weights_only=True)
+    probes.load_state_dict(state["probes"])
+    optimizer.load_state_dict(state["optimizer"])
+    for g, rng in zip(rngs, state["data_rng"]):
+        g.set_state(rng)
+    return state["step"]
+
+
+def label_of(config: Config) -> str:
+    m = config.model
+    if m.family == "standard":
+        return f"standard L={m.n_layer} D={m.n_embd}"
+    return f"looped L={m.n_layer} D={m.n_embd} b={state_count(config)[1]}"
+
+
+def probe(config: Config, report: Report | None = None, *, run_dir: str | Path,
+          out_dir: str | Path | None = None, resume_from: str | Path | None = None,
+          num_threads: int | None = None, device: str | None = None, progress: bool = False) -> dict:
+    """Fit `config.probe` probes to the trained model in `run_dir`; returns the summary.
+
+    Errors are the mean over coordinates of the squared error, averaged over targets: the
+    paper's "error / d". `report(metrics, checkpoint_dir)` is called at every evaluation.
+    """
+    if num_threads:
+        torch.set_num_threads(num_threads)
+    device = resolve_device(device)
+    pr, d, n = config.probe, config.model.n_dims, config.curriculum.points.end
+    model = load_trained(config, run_dir, device)
+    n_states, n_loops = state_count(config)
+    sets = SETS if pr.control else SETS[:1]
+    out = Path(out_dir) if out_dir else Path(run_dir) / f"probe_{pr.target}"
+    run_folder.write_config(out, config)
+
+    def states(xs, ys):
+        return model.states(xs, ys, n_loops) if n_loops else model.states(xs, ys)
+
+    make_targets = TARGETS[pr.target]
+    torch.manual_seed(pr.seed)
+    probes = StackedProbes(len(sets), n_states, n_targets(pr.target, d, n), 2 * n,
+                           config.model.n_embd, pr.hidden, d).to(device)
+    optimizer = torch.optim.Adam(probes.parameters(), lr=pr.learning_rate)
+    rngs = [torch.Generator(device).manual_seed(pr.seed + i) for i in range(len(sets))]
+    eval_xs, eval_ys = probe_prompts(d, n, pr.batch_size, torch.Generator(device).manual_seed(pr.seed + 2))
+    eval_targets = make_targets(eval_xs, eval_ys)
+    step = load_checkpoint(resume_from, probes, optimizer, rngs) if resume_from else 0
+    log = run_folder.MetricsLog(out, step if resume_from else None)
+    bar = Progress(pr.steps, step, label=f"probe {pr.target}") if progress else None
+
+    train_err = torch.zeros(len(sets), n_states, device=device)
+    since, t_log, started = 0, time.perf_counter(), time.perf_counter()
+    metrics, event = {"step": step}, None
+    while step < pr.steps:
+        for i, name in enumerate(sets):
+            xs, ys = probe_prompts(d, n, pr.batch_size, rngs[i], ones_w=name == "control")
+            train_err[i] += fit_step(probes, states(xs, ys), make_targets(xs, ys), i, pr.chunk)
+        optimizer.step()
+        step += 1
+        since += 1
+        if bar:
+            bar.update(step, err=(train_err[0] / since).min().item())
+        if step % pr.eval_every and step < pr.steps:
+            continue
+        checkpoint = save_checkpoint(out, config, step, probes, optimizer, rngs)
+        rate = since / (time.perf_counter() - t_log)
+        errors = evaluate(probes, states(eval_xs, eval_ys), eval_targets, pr.chunk)
+        event = eval_event(step, sets, errors, train_err / since)
+        log.write(event)
+        metrics = {**scalars(event), "perf/steps_per_s": rate}
+        if report:
+            report(metrics, str(checkpoint))
+        train_err.zero_()
+        since, t_log = 0, time.perf_counter()
+    if bar:
+        bar.close()
+    if event is None:  # resumed from the final checkpoint: nothing trained, still summarise
+        event = eval_event(step, sets, evaluate(probes, states(eval_xs, eval_ys), eval_targets, pr.chunk))
+        metrics = scalars(event)
+
+    summary = {**metrics, "run_dir": str(out), "trained_run": str(run_dir), "label": label_of(config),
+               "family": config.model.family, "target": pr.target, "n_dims": d, "n_points": n,
+               "err": event["err"], "control_err": event.get("control_err"),
+               "wall_s": time.perf_counter() - started}
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    from .plots import plot_probe  # matplotlib is imported only when a run finishes
+    plot_probe([summary], out / "probe.png")
+    return summary
+
+
+def eval_event(step: int, sets: tuple[str, ...], errors: torch.Tensor,
+               train_err: torch.Tensor | None = None) -> dict:
+    """metrics.jsonl's record: per-state errors, "err" for the task, "control_err" for the control."""
+    event: dict = {"step": step, "event": "eval"}
+    for i, name in enumerate(sets):
+        prefix = "" if name == "task" else f"{name}_"
+        event[prefix + "err"] = errors[i].tolist()
+        if train_err is not None:
+            event[prefix + "train_err"] = train_err[i].tolist()
+    return event
+
+
+def scalars(event: dict) -> dict:
+    """Flat metrics of an evaluation event: "probe/err_min", "probe/err_last_state", ..."""
+    err = event["err"]
+    best = min(range(len(err)), key=err.__getitem__)
+    out = {"step": event["step"], "probe/err_min": err[best], "probe/err_argmin": best,
+           "probe/err_first_state": err[0], "probe/err_last_state": err[-1]}
+    if "train_err" in event:
+        out["probe/train_err_mean"] = sum(event["train_err"]) / len(err)
+    if "control_err" in event:
+        out["probe/control_err_min"] = min(event["control_err"])
+        out["probe/selectivity"] = out["probe/control_err_min"] - err[best]
+    return out

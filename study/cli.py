@@ -67,6 +67,49 @@ def cmd_presets(args) -> None:
         print(f"{name:<{width}}  {preset_data(name)[1]}")
 
 
+def _finish_study(spec, result) -> None:
+    from study.status import best_summary, format_status
+
+    print(format_status(spec))
+    if not result.finished:
+        print(f"study interrupted: resume it with `loopstudy resume {spec.name}`")
+        raise SystemExit(130)
+    print(f"finished: {result.wall_s:.0f} s wall; trials {result.trials_s:.0f} s / {result.concurrency} "
+          f"concurrent = {result.trials_s / result.concurrency:.0f} s; overhead {result.overhead:.0%}")
+    print(best_summary(spec))
+
+
+def cmd_run(args) -> None:
+    from study.runner import run_study
+    from study.spec import load_study
+
+    spec = load_study(args.study)
+    if args.results:
+        spec.results_dir = Path(args.results).resolve()
+    _finish_study(spec, run_study(spec))
+
+
+def cmd_resume(args) -> None:
+    from study.runner import run_study
+    from study.spec import find_study
+
+    spec = find_study(args.name, args.results_root)
+    _finish_study(spec, run_study(spec, resume=True))
+
+
+def cmd_status(args) -> None:
+    from study.spec import find_study
+    from study.status import format_status
+
+    print(format_status(find_study(args.name, args.results_root)))
+
+
+def cmd_ui(args) -> None:
+    from study.ui import serve
+
+    serve(args.name, args.results_root, optuna=args.optuna, port=args.port)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="loopstudy", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -93,6 +136,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("presets", help="list the shipped presets")
     p.set_defaults(func=cmd_presets)
+
+    p = sub.add_parser("run", help="run a study file (Ray Tune + Optuna + ASHA, tracked in MLflow)")
+    p.add_argument("study", help="study YAML, e.g. study/studies/dilation_cpu.yaml")
+    p.add_argument("--results", help="results folder (default: ./results/<study name>)")
+    p.set_defaults(func=cmd_run)
+
+    for name, func, text in (("resume", cmd_resume, "continue an interrupted or crashed study"),
+                             ("status", cmd_status, "table of a study's trials"),
+                             ("ui", cmd_ui, "serve the MLflow UI (or optuna-dashboard) on a study")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("name", help="study name (under --results-root) or its results folder")
+        p.add_argument("--results-root", default="results", help="where studies live (default: results)")
+        p.set_defaults(func=func)
+    p.add_argument("--optuna", action="store_true", help="serve optuna-dashboard on the Optuna storage")
+    p.add_argument("--port", type=int, default=5000, help="port on 127.0.0.1 (default 5000)")
     return parser
 
 

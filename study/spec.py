@@ -12,6 +12,8 @@ Everything is validated here, before Ray starts; every error names the file and 
     scheduler: {grace_period: 100, reduction_factor: 2}   # ASHA on `step`; null = none
     resources: {cpu: 1, gpu: 0}
     seeds_per_config: 1
+    sampler: tpe                          # tpe | random | brute_force (each discrete combination once)
+    sampler_seed: 0
     results_dir: results/dilation_cpu     # default ./results/<name>
 """
 from __future__ import annotations
@@ -29,6 +31,7 @@ import trainables
 from trainables.config import Config, ConfigError, load_config
 
 TRAINABLES = ("train", "probe")
+SAMPLERS = ("tpe", "random", "brute_force")
 # what `trainables.train` reports; objectives must be among them
 TRAIN_METRICS = ("eval/err_last", "eval/err_mean", "train/loss", "compute/gflop_per_step",
                  "perf/steps_per_s")
@@ -78,6 +81,7 @@ class StudySpec:
     resources: Resources = field(default_factory=Resources)
     seeds_per_config: int = 1
     results_dir: Path = Path()
+    sampler: str = "tpe"
     sampler_seed: int | None = None
     source: dict = field(default_factory=dict)     # the file's mapping, as written
 
@@ -200,13 +204,15 @@ def parse_study(data, where: str = "<study>") -> StudySpec:
     seeds = data.get("seeds_per_config", 1)
     _check(where, isinstance(seeds, int) and not isinstance(seeds, bool) and seeds >= 1,
            f"'seeds_per_config' must be an integer >= 1, got {seeds!r}")
+    sampler = data.get("sampler", "tpe")
+    _check(where, sampler in SAMPLERS, f"'sampler' must be one of {SAMPLERS}, got {sampler!r}")
     sampler_seed = data.get("sampler_seed")
     _check(where, sampler_seed is None or isinstance(sampler_seed, int), "'sampler_seed' must be an integer")
     results_dir = Path(data.get("results_dir") or Path("results") / name).resolve()
     return StudySpec(name=name, base=data["base"], space=space, objectives=objectives, budget=budget,
                      trainable=trainable, overrides=dict(overrides), scheduler=scheduler,
                      resources=resources, seeds_per_config=seeds, results_dir=results_dir,
-                     sampler_seed=sampler_seed, source=dict(data))
+                     sampler=sampler, sampler_seed=sampler_seed, source=dict(data))
 
 
 def _read(path: Path) -> dict:

@@ -71,6 +71,7 @@ def test_the_kept_copy_reads_back_the_same(tmp_path):
     ({"scheduler": {"grace_period": 10, "reduction_factor": 1}}, "'scheduler.reduction_factor' must be >= 2"),
     ({"resources": {"cpu": 0}}, "'resources' needs cpu > 0"),
     ({"seeds_per_config": 0}, "'seeds_per_config' must be an integer >= 1"),
+    ({"sampler": "grid"}, "'sampler' must be one of"),
 ])
 def test_invalid_studies_name_the_file_and_field(tmp_path, changes, message):
     path = tmp_path / "bad.yaml"

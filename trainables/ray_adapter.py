@@ -13,6 +13,7 @@ from pathlib import Path
 import ray.tune
 
 from .config import load_config
+from .run_folder import latest_checkpoint
 from .train import train
 
 
@@ -21,17 +22,30 @@ def trial_config(tune_config: dict):
     return load_config(tune_config["base"], {**tune_config["overrides"], **tune_config["params"]})
 
 
-def _report(metrics: dict, checkpoint_dir: str | None) -> None:
-    checkpoint = ray.tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+def _report(metrics: dict, checkpoint_dir: str | Path | None) -> None:
+    checkpoint = ray.tune.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
     ray.tune.report(metrics, checkpoint=checkpoint)
 
 
 def train_trainable(tune_config: dict) -> None:
-    """Tune function trainable around `trainables.train`, resuming from Tune's checkpoint."""
+    """Tune function trainable around `trainables.train`, resuming from Tune's checkpoint.
+
+    The last evaluation is reported only after `train` returns, with the run folder complete
+    (summary.json, eval.png): a scheduler stops a trial at its final report (ASHA at max_t),
+    which would otherwise kill it before the folder is written.
+    """
+    config = trial_config(tune_config)
     context = ray.tune.get_context()
     cpus = context.get_trial_resources().required_resources.get("CPU", 1)
     checkpoint = ray.tune.get_checkpoint()
     out_dir = Path(tune_config["run_root"]) / context.get_trial_id()
+
+    def report(metrics: dict, checkpoint_dir: str | None) -> None:
+        if metrics["step"] < config.training.train_steps:
+            _report(metrics, checkpoint_dir)
+
     with checkpoint.as_directory() if checkpoint else contextlib.nullcontext() as resume_from:
-        train(trial_config(tune_config), _report, out_dir=out_dir, resume_from=resume_from,
-              num_threads=max(1, int(cpus)))
+        summary = train(config, report, out_dir=out_dir, resume_from=resume_from,
+                        num_threads=max(1, int(cpus)))
+    final = {k: v for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    _report(final, latest_checkpoint(out_dir))

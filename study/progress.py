@@ -1,0 +1,74 @@
+"""A live progress table while a study runs: redrawn in place on a terminal, printed as plain
+periodic lines otherwise (logs, CI)."""
+from __future__ import annotations
+
+import sys
+import time
+
+from ray.tune import Callback
+
+from trainables.ray_adapter import trial_config
+
+from .tracking import trial_name
+
+STATE = {"PENDING": "pending", "RUNNING": "running", "PAUSED": "paused", "TERMINATED": "ended",
+         "ERROR": "failed"}
+
+
+def table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip()
+                     for r in [header, *rows])
+
+
+class ProgressCallback(Callback):
+    def __init__(self, metrics: list[str], max_steps: int, total: int, every_s: float | None = None):
+        self.metrics, self.max_steps, self.total = metrics, max_steps, total
+        self.every_s = every_s
+        self._names: dict[str, str] = {}
+        self._last = self._lines = 0
+        self._started = time.monotonic()
+
+    def __getstate__(self):
+        return {**self.__dict__, "_names": {}, "_lines": 0}
+
+    def _name(self, trial) -> str:
+        if trial.trial_id not in self._names:
+            c = trial.config
+            self._names[trial.trial_id] = trial_name(c["trial"], trial_config(c), c["sampled"],
+                                                     c["repeat"] if c["repeats"] > 1 else None)
+        return self._names[trial.trial_id]
+
+    def render(self, trials) -> str:
+        rows = []
+        for trial in trials:
+            result = trial.last_result or {}
+            state = STATE.get(trial.status, trial.status.lower())
+            if trial.status == "TERMINATED":
+                state = "completed" if result.get("step", 0) >= self.max_steps else "stopped"
+            rows.append([self._name(trial), state, f"{result.get('step', 0)}/{self.max_steps}",
+                         *(f"{result[m]:.4g}" if m in result else "-" for m in self.metrics)])
+        elapsed = int(time.monotonic() - self._started)
+        head = f"[{elapsed // 60}m{elapsed % 60:02d}s] {len(trials)}/{self.total} trials"
+        return head + "\n" + table(rows, ["trial", "state", "step", *self.metrics])
+
+    def _show(self, trials, force: bool = False) -> None:
+        stream = sys.stdout
+        tty = stream.isatty()
+        every = self.every_s if self.every_s is not None else (1.0 if tty else 30.0)
+        now = time.monotonic()
+        if not trials or not force and now - self._last < every:
+            return
+        self._last = now
+        text = self.render(trials)
+        if tty and self._lines:
+            stream.write(f"\033[{self._lines}F\033[J")   # back to the table's first line, clear
+        stream.write(text + "\n")
+        stream.flush()
+        self._lines = text.count("\n") + 1 if tty else 0
+
+    def on_step_end(self, iteration, trials, **info):
+        self._show(trials)
+
+    def on_experiment_end(self, trials, **info):
+        self._show(trials, force=True)

@@ -1,0 +1,142 @@
+"""Run and resume a study on Ray Tune: OptunaSearch on a persistent Optuna storage, ASHA on
+the trainer's `step`, checkpoints at evaluations, retries, our MLflow layout.
+
+Ray Tune returns normally from `fit()` after a SIGINT (with a partial result), so whether the
+study finished is decided here from the stores: any trial whose MLflow run is still open, or
+fewer trials than the budget, means interrupted (resume with `loopstudy resume NAME`).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+
+from optuna.trial import TrialState
+
+from .outcome import RUNNING
+from .searcher import StudySearch, fail_running
+from .spec import StudyError, StudySpec
+from .stores import Stores
+from .tracking import TUNE_ID, Tracker, TrackingCallback
+
+QUIET_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1",
+             "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AIR_NEW_OUTPUT": "0",
+             # checkpoints at every evaluation force state snapshots (which resume relies on)
+             "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0"}
+
+
+@dataclass
+class StudyResult:
+    finished: bool
+    states: dict[str, int] = field(default_factory=dict)     # Optuna state name -> count
+    wall_s: float = 0.0          # Tuner.fit()
+    trials_s: float = 0.0        # the trials' own time (Tune's time_total_s), summed
+    concurrency: int = 1
+
+    @property
+    def overhead(self) -> float:
+        """Share of the wall time not explained by the trials' time / concurrency."""
+        return 1 - self.trials_s / self.concurrency / self.wall_s if self.wall_s else 0.0
+
+
+def _start_ray() -> None:
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False,
+                 _node_ip_address="127.0.0.1", log_to_driver=False, logging_level=logging.WARNING)
+
+
+def _adapter(spec: StudySpec):
+    """The Tune function trainable for the study's `trainable` (train_trainable, ...)."""
+    from trainables import ray_adapter
+
+    function = getattr(ray_adapter, f"{spec.trainable}_trainable", None)
+    if function is None:
+        raise StudyError(f"{spec.results_dir}: 'trainable': trainables.ray_adapter has no "
+                         f"'{spec.trainable}_trainable' yet")
+    return function
+
+
+def _tuner(spec: StudySpec, stores: Stores, tracker: Tracker, resume: bool):
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    from .progress import ProgressCallback
+
+    trainable = tune.with_resources(_adapter(spec), {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
+    param_space = {"base": spec.base, "overrides": spec.overrides, "run_root": str(stores.experiment),
+                   "repeats": spec.seeds_per_config}
+    if resume:
+        return tune.Tuner.restore(str(stores.experiment), trainable, resume_errored=True,
+                                  param_space=param_space)
+    searcher = StudySearch(spec.space.sampler(spec.base, spec.overrides), metrics=spec.metrics,
+                           modes=spec.modes, storage=stores.optuna_storage(), study_name=spec.name,
+                           max_steps=spec.max_steps, seeds_per_config=spec.seeds_per_config,
+                           base_seed=spec.config.training.seed, sampler=spec.sampler, sampler_seed=spec.sampler_seed)
+    scheduler = FIFOScheduler()
+    if spec.scheduler:
+        scheduler = ASHAScheduler(time_attr="step", metric=spec.metrics[0], mode=spec.modes[0],
+                                  max_t=spec.max_steps, grace_period=spec.scheduler.grace_period,
+                                  reduction_factor=spec.scheduler.reduction_factor)
+    total = spec.budget.num_samples * spec.seeds_per_config
+    callbacks = [TrackingCallback(tracker, spec.max_steps),
+                 ProgressCallback(spec.metrics, spec.max_steps, total)]
+    return tune.Tuner(
+        trainable, param_space=param_space,
+        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=total,
+                                    max_concurrent_trials=spec.budget.max_concurrent,
+                                    time_budget_s=spec.budget.time_limit_s, reuse_actors=True,
+                                    trial_dirname_creator=lambda trial: trial.trial_id),
+        run_config=tune.RunConfig(
+            name=spec.name, storage_path=str(stores.ray), callbacks=callbacks, verbose=0,
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            failure_config=tune.FailureConfig(max_failures=spec.budget.max_failures)))
+
+
+def run_study(spec: StudySpec, resume: bool = False) -> StudyResult:
+    """Run `spec` (or resume it after an interruption or a crash); returns whether it finished."""
+    for key, value in QUIET_ENV.items():
+        os.environ.setdefault(key, value)
+    stores = Stores(spec.results_dir, spec.name)
+    _adapter(spec)
+    if resume and not (stores.experiment / "tuner.pkl").is_file():
+        raise StudyError(f"{stores.root}: nothing to resume (no Ray experiment state)")
+    if not resume and stores.study_file.exists():
+        raise StudyError(f"{stores.root} already holds study '{spec.name}': resume it with "
+                         f"`loopstudy resume {spec.name}`, or delete the folder to start again")
+    stores.root.mkdir(parents=True, exist_ok=True)
+    stores.study_file.write_text(spec.to_yaml())
+    tracker = Tracker(stores)
+    tracker.start_parent(spec)
+    _start_ray()
+    tuner = _tuner(spec, stores, tracker, resume)
+    started = time.monotonic()
+    grid = tuner.fit()
+    wall = time.monotonic() - started
+
+    study = stores.optuna_study()
+    children = tracker.children()
+    open_runs = {r.data.tags[TUNE_ID] for r in children if r.info.status == RUNNING.upper()}
+    known = {r.data.tags[TUNE_ID] for r in children}
+    ids = [os.path.basename(r.path) for r in grid]
+    unfinished = [i for i in ids if i in open_runs or i not in known]
+    time_up = spec.budget.time_limit_s is not None and wall >= spec.budget.time_limit_s
+    total = spec.budget.num_samples * spec.seeds_per_config
+    finished = time_up or not unfinished and len(ids) >= total
+    if finished:
+        if time_up:
+            fail_running(study, "stopped by the study's time limit", TrialState.PRUNED)
+        fail_running(study, "lost: never reported back to the searcher")
+        tracker.reconcile(study)
+    states = {}
+    for t in study.get_trials(deepcopy=False):
+        states[t.state.name] = states.get(t.state.name, 0) + 1
+    result = StudyResult(finished, states, wall, sum(r.metrics.get("time_total_s", 0) for r in grid),
+                         min(spec.budget.max_concurrent, os.cpu_count() // max(1, int(spec.resources.cpu))))
+    summary = {f"trials_{k.lower()}": v for k, v in states.items()}
+    summary.update(wall_s=round(wall, 1), trials_s=round(result.trials_s, 1),
+                   overhead=round(result.overhead, 3))
+    tracker.end_parent("finished" if finished else "interrupted", summary)
+    return result

@@ -1,0 +1,163 @@
+"""OptunaSearch as the study needs it.
+
+Over Ray's OptunaSearch this adds:
+- trials stopped early (ASHA) are told to Optuna as PRUNED, not COMPLETE with a half-trained
+  value; intermediate values are reported at the trainer's `step`;
+- a draw the space rejects (optuna.TrialPruned with a reason) is recorded PRUNED with its
+  reason and drawn again, so Tune only ever gets valid configs;
+- `seeds_per_config` Tune trials per Optuna trial (training.seed + 0, 1, ...), told as one;
+- on restore, RUNNING Optuna trials that no restored Tune trial owns (asked after the last
+  state snapshot of a killed driver) are marked FAIL with a reason;
+- the Tune config of a trial is {"params": all dotted overrides of the space, "sampled": the
+  drawn ones, "trial": Optuna trial number, "repeat": index}, merged by Tune with the study's
+  constant param_space.
+"""
+from __future__ import annotations
+
+import logging
+import pickle
+from statistics import mean
+
+import optuna
+from optuna.trial import TrialState
+from ray.tune.search.optuna import OptunaSearch
+
+from .outcome import COMPLETED, FAILED, OPTUNA_STATE, PRUNED, REASON, classify, objective_values
+
+logger = logging.getLogger(__name__)
+MAX_REJECTED_DRAWS = 100
+
+
+class _BruteForce(optuna.samplers.BruteForceSampler):
+    """Each combination once; running out ends nothing here (the budget does): Optuna's
+    `study.stop()` on exhaustion only works inside `study.optimize`."""
+
+    def after_trial(self, study, trial, state, values) -> None:
+        try:
+            super().after_trial(study, trial, state, values)
+        except RuntimeError:
+            pass
+
+
+SAMPLERS = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler,
+            "brute_force": _BruteForce}
+
+
+class StudySearch(OptunaSearch):
+    def __init__(self, space_fn, *, metrics: list[str], modes: list[str], storage, study_name: str,
+                 max_steps: int, seeds_per_config: int = 1, base_seed: int = 0,
+                 sampler: str = "tpe", sampler_seed: int | None = None):
+        single = len(metrics) == 1
+        super().__init__(space=space_fn, metric=metrics[0] if single else metrics,
+                         mode=modes[0] if single else modes, storage=storage, study_name=study_name,
+                         sampler=SAMPLERS[sampler](seed=sampler_seed))
+        self._metrics = metrics
+        self._max_steps = max_steps
+        self._repeats = seeds_per_config
+        self._base_seed = base_seed
+        self._pending: list[tuple] = []                   # (number, params, sampled, repeat) to hand out
+        self._number: dict[str, int] = {}                 # Tune trial id -> Optuna trial number
+        self._primary: dict[int, str] = {}                # Optuna number -> Tune id owning it
+        self._ended: dict[int, dict] = {}                 # number -> {Tune id: (state, reason, values)}
+        self._reported: dict[str, int] = {}               # Tune id -> last step reported to Optuna
+        self._told: set[int] = set()                      # Optuna numbers already finished
+
+    # ------------------------------------------------------------ asking
+
+    def _draw(self, trial_id: str) -> dict | None:
+        reason = ""
+        for _ in range(MAX_REJECTED_DRAWS):
+            try:
+                return super().suggest(trial_id)
+            except optuna.TrialPruned as exc:
+                reason = f"rejected when sampled: {exc}"
+                rejected = self._ot_trials.pop(trial_id)
+                rejected.set_user_attr(REASON, reason)
+                self._ot_study.tell(rejected, state=TrialState.PRUNED)
+        raise RuntimeError(f"the search space rejected {MAX_REJECTED_DRAWS} draws in a row; last: {reason}")
+
+    def suggest(self, trial_id: str) -> dict | None:
+        if self._pending:
+            number, params, sampled, repeat = self._pending.pop(0)
+        else:
+            params = self._draw(trial_id)
+            if params is None or params == self.FINISHED:
+                return params
+            ot_trial = self._ot_trials[trial_id]
+            number, sampled, repeat = ot_trial.number, ot_trial.params, 0
+            self._primary[number] = trial_id
+            self._ended[number] = {}
+            self._pending = [(number, params, sampled, r) for r in range(1, self._repeats)]
+        if self._repeats > 1:
+            params = {**params, "training.seed": params.get("training.seed", self._base_seed) + repeat}
+        self._number[trial_id] = number
+        self._ended[number][trial_id] = None
+        return {"params": params, "sampled": sampled, "trial": number, "repeat": repeat}
+
+    # ------------------------------------------------------------ telling
+
+    def on_trial_result(self, trial_id: str, result: dict | None) -> None:
+        """Report the objective at the trainer's step. Tune skips this for the result on which
+        the scheduler stops a trial, so on_trial_complete reports that one."""
+        if len(self._metrics) > 1 or trial_id not in self._ot_trials or self._number[trial_id] in self._told:
+            return          # Optuna keeps no intermediate values for multi-objective studies
+        result = result or {}
+        step = result.get("step", -1)
+        if self.metric in result and step > self._reported.get(trial_id, -1):
+            self._ot_trials[trial_id].report(float(result[self.metric]), int(step))
+            self._reported[trial_id] = step
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        number = self._number.get(trial_id)
+        if number is None or number in self._told or self._ended[number].get(trial_id) is not None:
+            return          # unknown, or told already (re-run after a driver kill: first outcome stays)
+        self.on_trial_result(trial_id, result)
+        state, reason = classify(result, error, self._max_steps)
+        self._ended[number][trial_id] = (state, reason, objective_values(result, self._metrics))
+        ended = list(self._ended[number].values())
+        if len(ended) < self._repeats or None in ended:
+            return
+        primary = self._primary[number]
+        states = [e[0] for e in ended]
+        values = None
+        if all(s == COMPLETED for s in states):
+            values = [mean(v) for v in zip(*(e[2] for e in ended))]
+            group_state = COMPLETED
+        else:
+            group_state = FAILED if all(s == FAILED for s in states) else PRUNED
+            reason = next(e[1] for e in ended if e[0] != COMPLETED)
+        ot_trial = self._ot_trials[primary]
+        try:
+            ot_trial.set_user_attr(REASON, reason)
+            self._ot_study.tell(ot_trial, values if values is None or len(values) > 1 else values[0],
+                                state=OPTUNA_STATE[group_state])
+        except (ValueError, RuntimeError) as exc:
+            logger.warning("Optuna trial %s not updated: %s", number, exc)
+        self._told.add(number)
+
+    # ------------------------------------------------------------ state
+
+    def save(self, checkpoint_path: str) -> None:
+        state = {k: v for k, v in self.__dict__.items() if k != "_space"}   # the space is code
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump(state, f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as f:
+            self.__dict__.update(pickle.load(f))
+        # a driver killed after telling Optuna but before its next snapshot: the trial is
+        # re-run by Tune, but its first outcome stands
+        self._told |= {t.number for t in self._ot_study.get_trials(deepcopy=False)
+                       if t.state.is_finished()}
+        live = {t.number for t in self._ot_trials.values()} - self._told
+        fail_running(self._ot_study, "lost: asked for after the last state snapshot of a killed driver",
+                     keep=live)
+
+
+def fail_running(study: optuna.Study, reason: str, state: TrialState = TrialState.FAIL,
+                 keep: set[int] = frozenset()) -> None:
+    """Finish the RUNNING trials of `study` (except `keep`) with `state` and `reason`."""
+    for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if frozen.number not in keep:
+            study._storage.set_trial_user_attr(frozen._trial_id, REASON, reason)
+            study.tell(frozen.number, state=state)

@@ -1,0 +1,70 @@
+"""`loopstudy status NAME`: one row per Optuna trial (the search history) joined with its MLflow
+run (the name people browse, the steps it trained). Reads the stores only; Ray need not run."""
+from __future__ import annotations
+
+import optuna
+
+from .outcome import FROM_OPTUNA, REASON, RUNNING
+from .progress import table
+from .spec import StudySpec
+from .stores import Stores
+from .tracking import NUMBER, TUNE_ID, Tracker
+
+HEADER = ["trial", "state", "params", "objective", "steps", "reason"]
+
+
+def _fmt(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def status_rows(spec: StudySpec) -> list[list[str]]:
+    stores = Stores(spec.results_dir, spec.name)
+    try:
+        study = stores.optuna_study()
+    except KeyError:
+        return []               # the study never asked for a trial
+    runs: dict[int, list] = {}
+    for run in Tracker(stores).children():
+        runs.setdefault(int(run.data.tags[NUMBER]), []).append(run)
+    rows = []
+    for trial in study.get_trials(deepcopy=False):
+        state = FROM_OPTUNA.get(trial.state, RUNNING)
+        params = " ".join(f"{k.rsplit('.', 1)[-1]}={_fmt(v)}" for k, v in trial.params.items())
+        objective = ", ".join(_fmt(v) for v in trial.values) if trial.values else "-"
+        reason = trial.user_attrs.get(REASON, "")
+        for run in sorted(runs.get(trial.number, []), key=lambda r: r.info.run_name) or [None]:
+            name = run.info.run_name if run else f"t{trial.number:03d} (no run)"
+            steps = run.data.tags.get("steps", "0") if run else "-"
+            rows.append([name, state, params, objective, steps, reason])
+    return rows
+
+
+def format_status(spec: StudySpec) -> str:
+    rows = status_rows(spec)
+    if not rows:
+        return f"study '{spec.name}': no trials yet"
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row[1]] = counts.get(row[1], 0) + 1
+    head = f"study '{spec.name}' ({spec.results_dir}): " + ", ".join(f"{v} {k}" for k, v in counts.items())
+    return head + "\n" + table(rows, HEADER)
+
+
+def best_summary(spec: StudySpec) -> str:
+    """The best trial (or the Pareto set), its config file, and how to browse the study."""
+    stores = Stores(spec.results_dir, spec.name)
+    study = stores.optuna_study()
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if not complete:
+        return "no trial completed"
+    best = study.best_trials if len(study.directions) > 1 else [study.best_trial]
+    names = {int(r.data.tags[NUMBER]): r for r in Tracker(stores).children()}
+    lines = ["Pareto set:" if len(best) > 1 else "best trial:"]
+    for trial in best:
+        run = names.get(trial.number)
+        name = run.info.run_name if run else f"t{trial.number:03d}"
+        values = ", ".join(f"{o.metric}={_fmt(v)}" for o, v in zip(spec.objectives, trial.values))
+        config = stores.experiment / run.data.tags[TUNE_ID] / "config.yaml" if run else "-"
+        lines.append(f"  {name}: {values}\n    config: {config}")
+    lines.append(f"browse it: loopstudy ui {spec.name}   (Optuna: loopstudy ui {spec.name} --optuna)")
+    return "\n".join(lines)

@@ -1,0 +1,241 @@
+"""Our MLflow layout, written from the driver only.
+
+One experiment per study; a parent run for the study (spec, space, versions, git commit); a
+child run per Tune trial, named for a human (`t007 s=2 T=15 b=60 D=64`), with the resolved
+config as params, the curves at the training step, a `state` tag (completed, pruned, failed,
+with `state_reason`), and config.yaml and eval.png as artifacts. Every write is one batched
+request (`log_batch`). Runs are found again by tag, so a resumed study re-attaches to them
+instead of creating duplicates.
+"""
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import time
+from dataclasses import asdict
+from importlib import metadata
+from pathlib import Path
+
+import optuna
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunTag
+from ray.tune import Callback
+
+from trainables.config import Config
+from trainables.ray_adapter import trial_config
+
+from .outcome import FAILED, FROM_OPTUNA, MLFLOW_STATUS, REASON, RUNNING, classify
+from .stores import Stores
+
+ROLE, TUNE_ID, NUMBER = "loopstudy_role", "tune_trial_id", "optuna_trial"
+SHORT = {"training.learning_rate": "lr", "training.loop_dilation": "s", "training.n_loop_window": "T",
+         "curriculum.loops.end": "b", "model.n_embd": "D", "model.n_layer": "L"}
+VERSIONED = ("torch", "ray", "optuna", "mlflow", "numpy")
+
+
+def _fmt(value) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def trial_name(number: int, config: Config, sampled: dict, repeat: int | None = None) -> str:
+    """`t007 s=2 T=15 b=60 D=64` (looped) or `t007 L=12 D=256`, plus other sampled values."""
+    m, tr = config.model, config.training
+    shown = {"s": tr.loop_dilation, "T": tr.n_loop_window, "b": config.n_loops} \
+        if m.family == "looped" else {"L": m.n_layer}
+    shown["D"] = m.n_embd
+    for key, value in sampled.items():
+        shown.setdefault(SHORT.get(key, key.rsplit(".", 1)[-1]), value)
+    label = f"t{number:03d}" + ("" if repeat is None else f"r{repeat}")
+    return " ".join([label] + [f"{k}={_fmt(v)}" for k, v in shown.items()])
+
+
+def _git(*args: str) -> str:
+    try:
+        return subprocess.run(["git", *args], capture_output=True, text=True, timeout=10,
+                              cwd=Path(__file__).parent).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def _batched(items: list, size: int = 100):
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+class Tracker:
+    """MLflow reads and writes for one study. Picklable (Tune pickles its callbacks)."""
+
+    def __init__(self, stores: Stores):
+        self.__setstate__({"stores": stores})
+
+    def __getstate__(self):
+        return {"stores": self.stores}
+
+    def __setstate__(self, state):
+        self.stores = state["stores"]
+        self._client: MlflowClient | None = None
+        self._ids: dict[str, str] = {}           # "experiment", "parent" -> id
+        self._runs: dict[str, str] = {}          # Tune trial id -> run id
+        self._last_step: dict[str, int] = {}     # run id -> last step already logged
+        self._closed: set[str] = set()           # runs that ended before a resume: left as they are
+
+    @property
+    def client(self) -> MlflowClient:
+        if self._client is None:
+            self._client = MlflowClient(tracking_uri=self.stores.mlflow_uri)
+        return self._client
+
+    @property
+    def experiment_id(self) -> str:
+        if "experiment" not in self._ids:
+            found = self.client.get_experiment_by_name(self.stores.name)
+            self._ids["experiment"] = found.experiment_id if found else self.client.create_experiment(
+                self.stores.name, artifact_location=self.stores.artifacts.as_uri())
+        return self._ids["experiment"]
+
+    def _find(self, **tags) -> list:
+        where = " and ".join(f"tags.{k} = '{v}'" for k, v in tags.items())
+        return list(self.client.search_runs([self.experiment_id], where, max_results=10_000))
+
+    def children(self) -> list:
+        return self._find(**{ROLE: "trial"})
+
+    # ------------------------------------------------------------ the study's parent run
+
+    def parent_id(self) -> str | None:
+        if "parent" not in self._ids:
+            found = self._find(**{ROLE: "parent"})
+            if not found:
+                return None
+            self._ids["parent"] = found[0].info.run_id
+        return self._ids["parent"]
+
+    def start_parent(self, spec) -> str:
+        """The study's parent run: created once, set RUNNING again on resume."""
+        run_id = self.parent_id()
+        if run_id:
+            self.client.update_run(run_id, status="RUNNING")
+            self.client.log_batch(run_id, tags=[RunTag("state", RUNNING)])
+            return run_id
+        tags = {ROLE: "parent", "state": RUNNING, "git_commit": _git("rev-parse", "HEAD"),
+                "git_dirty": str(bool(_git("status", "--porcelain"))), "python": platform.python_version()}
+        tags.update({f"version.{p}": metadata.version(p) for p in VERSIONED})
+        run_id = self.client.create_run(self.experiment_id, run_name=spec.name, tags=tags).info.run_id
+        self._ids["parent"] = run_id
+        params = {"trainable": spec.trainable, "base": spec.base, "space": spec.space.name,
+                  "searched": ",".join(spec.space.searched), "seeds_per_config": spec.seeds_per_config,
+                  "objectives": ",".join(f"{o.metric}:{o.mode}" for o in spec.objectives),
+                  **{f"override.{k}": v for k, v in spec.overrides.items()}}
+        for section in ("budget", "scheduler", "resources"):
+            value = getattr(spec, section)
+            params.update({f"{section}.{k}": v for k, v in (asdict(value) if value else {}).items()})
+        for chunk in _batched([Param(k, str(v)) for k, v in params.items()]):
+            self.client.log_batch(run_id, params=chunk)
+        self.client.log_text(run_id, spec.to_yaml(), "study.yaml")
+        self.client.log_text(run_id, json.dumps({k: asdict(p) for k, p in spec.space.params.items()},
+                                                indent=1, default=str), "space.json")
+        return run_id
+
+    def end_parent(self, state: str, summary: dict) -> None:
+        run_id = self.parent_id()
+        tags = [RunTag("state", state)] + [RunTag(k, str(v)) for k, v in summary.items()]
+        self.client.log_batch(run_id, tags=tags)
+        self.client.set_terminated(run_id, "FINISHED" if state == "finished" else "KILLED")
+
+    # ------------------------------------------------------------ one child run per trial
+
+    def child(self, trial) -> str:
+        """The run of a Tune trial: found by tag (also after a resume), else created."""
+        if trial.trial_id in self._runs:
+            return self._runs[trial.trial_id]
+        found = self._find(**{TUNE_ID: trial.trial_id})
+        if found:
+            run_id = found[0].info.run_id
+            if found[0].info.status != RUNNING.upper():
+                self._closed.add(run_id)
+            history = self.client.get_metric_history(run_id, "eval/err_last")
+            self._last_step[run_id] = max((m.step for m in history), default=-1)
+        else:
+            run_id = self._create_child(trial.trial_id, trial.config)
+        self._runs[trial.trial_id] = run_id
+        return run_id
+
+    def _create_child(self, tune_id: str, tune_config: dict) -> str:
+        config = trial_config(tune_config)
+        number, repeat, sampled = tune_config["trial"], tune_config["repeat"], tune_config["sampled"]
+        tags = {"mlflow.parentRunId": self.parent_id(), ROLE: "trial", TUNE_ID: tune_id,
+                NUMBER: str(number), "repeat": str(repeat), "state": RUNNING, "steps": "0",
+                "sampled": json.dumps(sampled)}
+        name = trial_name(number, config, sampled, repeat if tune_config["repeats"] > 1 else None)
+        run_id = self.client.create_run(self.experiment_id, run_name=name, tags=tags).info.run_id
+        params = [Param(k, str(v)) for k, v in config.flat().items()]
+        for chunk in _batched(params):
+            self.client.log_batch(run_id, params=chunk)
+        self.client.log_text(run_id, config.to_yaml(), "config.yaml")
+        self._last_step[run_id] = -1
+        return run_id
+
+    def log_result(self, trial, result: dict) -> None:
+        run_id = self.child(trial)
+        step = int(result.get("step", 0))
+        if run_id in self._closed or step <= self._last_step.get(run_id, -1):
+            return                       # logged before the driver went down
+        now = int(time.time() * 1000)
+        metrics = [Metric(k, float(v), now, step) for k, v in result.items()
+                   if "/" in k and not k.startswith("config/") and isinstance(v, (int, float))]
+        self.client.log_batch(run_id, metrics=metrics, tags=[RunTag("steps", str(step))])
+        self._last_step[run_id] = step
+
+    def end_child(self, run_id: str, state: str, reason: str, run_dir: Path | None = None) -> None:
+        if run_id in self._closed:
+            return
+        self.client.log_batch(run_id, tags=[RunTag("state", state), RunTag(REASON, reason)])
+        for name in ("eval.png", "summary.json"):
+            if run_dir and (run_dir / name).is_file():
+                self.client.log_artifact(run_id, str(run_dir / name))
+        self.client.set_terminated(run_id, MLFLOW_STATUS[state])
+
+    # ------------------------------------------------------------ after the run
+
+    def reconcile(self, study: optuna.Study) -> None:
+        """Close every child run still RUNNING from its Optuna trial's final state and reason,
+        and tag the best trial (one objective) or the Pareto set (several)."""
+        trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+        if len(study.directions) > 1:
+            front = {t.number for t in study.best_trials}
+            tag = "pareto"
+        else:
+            complete = [t for t in trials.values() if t.state == optuna.trial.TrialState.COMPLETE]
+            front = {study.best_trial.number} if complete else set()
+            tag = "best"
+        for run in self.children():
+            frozen = trials.get(int(run.data.tags[NUMBER]))
+            if run.info.status == "RUNNING":
+                state = FROM_OPTUNA.get(frozen.state, FAILED) if frozen else FAILED
+                reason = frozen.user_attrs.get(REASON, "lost") if frozen else "no Optuna trial"
+                self.end_child(run.info.run_id, state, reason)
+            on_front = frozen is not None and frozen.number in front
+            self.client.log_batch(run.info.run_id, tags=[RunTag(tag, str(on_front).lower())])
+
+
+class TrackingCallback(Callback):
+    """Tune callback feeding the Tracker: child runs, batched curves, final states."""
+
+    def __init__(self, tracker: Tracker, max_steps: int):
+        self.tracker, self.max_steps = tracker, max_steps
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.tracker.child(trial)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        self.tracker.log_result(trial, result)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        state, reason = classify(trial.last_result, False, self.max_steps)
+        self.tracker.end_child(self.tracker.child(trial), state, reason, Path(trial.path))
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        error = (trial.get_error() or "").strip().splitlines()
+        reason = error[-1] if error else "the trial raised an error"
+        self.tracker.end_child(self.tracker.child(trial), FAILED, reason[:500], Path(trial.path))

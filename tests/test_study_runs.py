@@ -1,0 +1,213 @@
+"""End to end on a real local Ray, real Optuna SQLite and real MLflow SQLite, through the CLI:
+a study run, SIGINT/SIGKILL of the driver then resume, and a multi-objective study."""
+import os
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+
+import re  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import optuna  # noqa: E402
+import pytest  # noqa: E402
+import yaml  # noqa: E402
+from mlflow import MlflowClient  # noqa: E402
+
+REPO = Path(__file__).parents[1]
+ENV = {**os.environ, "PYTHONPATH": str(REPO)}
+TINY = {"model.n_embd": 16, "model.n_head": 2, "training.train_steps": 40, "training.eval_every": 10,
+        "training.checkpoint_every": 10, "training.log_every": 10, "eval.n_prompts": 64,
+        "eval.bootstrap": 50}
+STATE = {"completed": optuna.trial.TrialState.COMPLETE, "pruned": optuna.trial.TrialState.PRUNED,
+         "failed": optuna.trial.TrialState.FAIL}
+STATUS = {"completed": "FINISHED", "pruned": "KILLED", "failed": "FAILED"}
+
+
+def write_study(tmp_path: Path, name: str, **fields) -> Path:
+    study = {"name": name, "base": "paper_linear_regression_looped_cpu", "overrides": TINY,
+             "space": {"training.loop_dilation": {"categorical": [1, 2]},
+                       "training.learning_rate": {"float": [1.0e-6, 1.0e-2], "log": True},
+                       "curriculum.loops.start": None},
+             "objectives": [{"metric": "eval/err_last", "mode": "min"}],
+             "budget": {"num_samples": 4, "max_concurrent": 2},
+             "scheduler": {"grace_period": 10, "reduction_factor": 2},
+             "sampler_seed": 0, "results_dir": str(tmp_path / name), **fields}
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(study))
+    return path
+
+
+def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "study.cli", *args], cwd=cwd, env=ENV,
+                          capture_output=True, text=True, timeout=400)
+
+
+def stores(folder: Path, name: str):
+    study = optuna.load_study(study_name=name, storage=f"sqlite:///{folder / 'optuna.db'}")
+    client = MlflowClient(f"sqlite:///{folder / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name(name).experiment_id
+    runs = client.search_runs([experiment])
+    parents = [r for r in runs if r.data.tags.get("loopstudy_role") == "parent"]
+    children = [r for r in runs if r.data.tags.get("loopstudy_role") == "trial"]
+    return study, client, parents, children
+
+
+def assert_accounted(folder: Path, name: str, n_trials: int) -> tuple:
+    """Every trial finished in Optuna and mirrored by exactly one finished MLflow child run
+    (a trial lost with a killed driver before it started may have none)."""
+    study, client, parents, children = stores(folder, name)
+    trials = {t.number: t for t in study.trials}
+    ran = {n for n, t in trials.items() if not t.user_attrs.get("state_reason", "").startswith("lost")}
+    assert len(ran) == n_trials
+    assert not [t for t in trials.values() if t.state == optuna.trial.TrialState.RUNNING]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert parents[0].data.tags["state"] == "finished"
+    tune_ids = [r.data.tags["tune_trial_id"] for r in children]
+    assert len(tune_ids) == len(set(tune_ids)), "duplicate MLflow runs for one Tune trial"
+    numbers = [int(r.data.tags["optuna_trial"]) for r in children]
+    assert len(numbers) == len(set(numbers)) and ran <= set(numbers) <= set(trials)
+    for run in children:
+        trial = trials[int(run.data.tags["optuna_trial"])]
+        state = run.data.tags["state"]
+        assert STATE[state] == trial.state and STATUS[state] == run.info.status, run.info.run_name
+        assert run.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
+        assert run.info.run_name.startswith(f"t{trial.number:03d} ")
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "eval/err_last")]
+        assert steps == sorted(set(steps)), f"{run.info.run_name}: steps logged twice: {steps}"
+        if state != "failed":
+            assert steps and steps[-1] == int(run.data.tags["steps"])
+    return study, client, parents, children
+
+
+def test_study_end_to_end(tmp_path):
+    path = write_study(tmp_path, "e2e", budget={"num_samples": 5, "max_concurrent": 1})
+    done = cli("run", str(path), cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    study, client, parents, children = assert_accounted(tmp_path / "e2e", "e2e", 5)
+    states = {t.state for t in study.trials}
+    assert states == {optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED}
+
+    for run in children:
+        trial = study.trials[int(run.data.tags["optuna_trial"])]
+        s, lr = trial.params["training.loop_dilation"], trial.params["training.learning_rate"]
+        assert run.info.run_name == f"t{trial.number:03d} s={s} T=5 b=12 D=16 lr={lr:.3g}"
+        params = run.data.params
+        assert params["training.loop_dilation"] == str(s) and params["model.n_embd"] == "16"
+        assert params["curriculum.loops.start"] == str(5 * s)        # null resolved to T*s
+        assert float(params["training.learning_rate"]) == lr
+        history = client.get_metric_history(run.info.run_id, "eval/err_last")
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert "config.yaml" in artifacts
+        assert len(client.get_metric_history(run.info.run_id, "train/loss")) == len(history)
+        if trial.state == optuna.trial.TrialState.COMPLETE:
+            assert [m.step for m in history] == [10, 20, 30, 40]
+            assert {"eval.png", "summary.json"} <= artifacts
+            assert history[-1].value == pytest.approx(trial.value)
+        else:
+            assert history[-1].step < 40 and "stopped early" in run.data.tags["state_reason"]
+            assert trial.value == pytest.approx(history[-1].value)         # pruned at its rung value
+            assert trial.intermediate_values[history[-1].step] == pytest.approx(history[-1].value)
+        assert (run.data.tags["best"] == "true") == (trial.number == study.best_trial.number)
+    assert (tmp_path / "e2e" / "ray" / "e2e").is_dir()
+
+    status = cli("status", "e2e", "--results-root", str(tmp_path), cwd=tmp_path)
+    assert status.returncode == 0, status.stderr
+    lines = status.stdout.splitlines()
+    for run in children:
+        row = next(line for line in lines if line.startswith(run.info.run_name + " "))
+        assert run.data.tags["state"] in row and re.search(rf"\s{run.data.tags['steps']}\s", row)
+    assert "best trial:" in done.stdout and f"loopstudy ui e2e" in done.stdout
+
+
+def _descendants(pid: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def _finished_trials(folder: Path, name: str) -> int:
+    try:
+        study = optuna.load_study(study_name=name, storage=f"sqlite:///{folder / 'optuna.db'}")
+    except (KeyError, Exception):
+        return 0
+    return sum(t.state.is_finished() for t in study.trials)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["sigint", "sigkill"])
+def test_interrupted_study_resumes_without_duplicates(tmp_path, sig):
+    name = f"interrupt_{sig.name.lower()}"
+    path = write_study(tmp_path, name, budget={"num_samples": 4, "max_concurrent": 2},
+                       overrides={**TINY, "training.train_steps": 60})
+    folder = tmp_path / name
+    driver = subprocess.Popen([sys.executable, "-m", "study.cli", "run", str(path)], cwd=tmp_path,
+                              env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 240
+    while _finished_trials(folder, name) < 1 and driver.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert driver.poll() is None, "the study ended before it could be interrupted"
+    spawned = _descendants(driver.pid)
+    driver.send_signal(sig)
+    output, _ = driver.communicate(timeout=120)
+    for pid in spawned - {driver.pid}:       # what a killed driver leaves behind (Ray agents)
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    if sig == signal.SIGINT:
+        assert driver.returncode == 130 and f"loopstudy resume {name}" in output, output
+    study, _, parents, _ = stores(folder, name)
+    assert parents[0].info.status != "FINISHED"
+    assert len(study.trials) < 4 or any(t.state == optuna.trial.TrialState.RUNNING for t in study.trials)
+
+    resumed = cli("resume", name, "--results-root", str(tmp_path), cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    study, _, _, _ = assert_accounted(folder, name, 4)
+    lost = [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
+    assert all(t.user_attrs["state_reason"].startswith("lost") for t in lost)
+    assert not (lost and sig == signal.SIGINT)
+    assert {t.state for t in study.trials if t not in lost} <= {optuna.trial.TrialState.COMPLETE,
+                                                                 optuna.trial.TrialState.PRUNED}
+
+
+def test_multi_objective_study_marks_the_pareto_set(tmp_path):
+    path = write_study(
+        tmp_path, "pareto", base="seed_dilation_cpu", scheduler=None, seeds_per_config=2,
+        sampler="brute_force",
+        overrides={**TINY, "training.train_steps": 20},
+        space={"training.loop_dilation": {"categorical": [1, 2, 3, 4]}, "curriculum.loops.start": None},
+        objectives=[{"metric": "eval/err_last", "mode": "min"},
+                    {"metric": "compute/gflop_per_step", "mode": "min"}],
+        budget={"num_samples": 3, "max_concurrent": 2})
+    done = cli("run", str(path), cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    study, client, _, children = stores(tmp_path / "pareto", "pareto")
+    assert len(study.directions) == 2 and len(study.trials) == 3 and len(children) == 6
+    assert len({t.params["training.loop_dilation"] for t in study.trials}) == 3   # brute force: no repeats
+    front = {t.number for t in study.best_trials}
+    assert front and all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    for run in children:
+        number = int(run.data.tags["optuna_trial"])
+        assert run.data.tags["pareto"] == str(number in front).lower()
+        assert re.match(rf"t{number:03d}r[01] s=\d T=4 b=16 D=16$", run.info.run_name)
+    for trial in study.trials:                      # two seeds per config, told as their mean
+        runs = [r for r in children if int(r.data.tags["optuna_trial"]) == trial.number]
+        assert sorted(r.data.params["training.seed"] for r in runs) == ["42", "43"]
+        errors = [r.data.metrics["eval/err_last"] for r in runs]
+        assert trial.values[0] == pytest.approx(sum(errors) / 2)
+        assert trial.values[1] == pytest.approx(runs[0].data.metrics["compute/gflop_per_step"])
+    assert "Pareto set:" in done.stdout

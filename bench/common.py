@@ -69,11 +69,15 @@ class LoadMeter:
     def __init__(self):
         self.start()
 
+    @staticmethod
+    def _own_cpu() -> float:
+        return sum(os.times()[:2])
+
     def start(self) -> None:
-        self._busy, self._own, self._wall = _busy_jiffies(), sum(os.times()[:2]), time.perf_counter()
+        self._busy, self._own, self._wall = _busy_jiffies(), self._own_cpu(), time.perf_counter()
 
     def stop(self) -> dict:
-        busy, own, wall = _busy_jiffies(), sum(os.times()[:2]), time.perf_counter()
+        busy, own, wall = _busy_jiffies(), self._own_cpu(), time.perf_counter()
         elapsed = max(wall - self._wall, 1e-9)
         foreign = None
         if busy is not None and self._busy is not None:

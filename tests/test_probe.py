@@ -142,6 +142,7 @@ def test_probe_run_folder_end_to_end(trained, tmp_path):
     assert all(len(events[-1][key]) == b + 1 for key in ("err", "train_err", "control_err", "control_train_err"))
     assert json.loads((out / "summary.json").read_text())["err"] == events[-1]["err"] == summary["err"]
     assert summary["probe/err_min"] == min(summary["err"])
+    assert 0.5 < summary["err_predicting_zero"] < 1   # about (d+1)/2d
 
     # the control probes are extra: the task probes are those of a run without control
     alone = probe(probe_config(run, "probe.steps=6", "probe.eval_every=3"), run_dir=run,

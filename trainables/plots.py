@@ -62,6 +62,8 @@ def plot_probe(summaries: list[dict], path: Path) -> None:
         if summary.get("control_err"):
             ax.axhline(min(summary["control_err"]), color=f"C{i}", ls="--", lw=1,
                        label=f"{summary['label']}: control (min over states)")
+    if "err_predicting_zero" in summaries[0]:
+        ax.axhline(summaries[0]["err_predicting_zero"], color="k", ls=":", lw=1, label="predicting 0")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set(xlabel="layer / loop iteration (0 = read_in embedding)", ylabel="probe error / d",
            title=f"probing {summaries[0]['target']}, d={summaries[0]['n_dims']} n={summaries[0]['n_points']}")

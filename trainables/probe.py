@@ -140,6 +140,7 @@ def probe(config: Config, report: Report | None = None, *, run_dir: str | Path,
     summary = {**metrics, "run_dir": str(out), "trained_run": str(run_dir), "label": label_of(config),
                "family": config.model.family, "target": pr.target, "n_dims": d, "n_points": n,
                "err": event["err"], "control_err": event.get("control_err"),
+               "err_predicting_zero": (eval_targets ** 2).mean().item(),
                "wall_s": time.perf_counter() - started}
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     from .plots import plot_probe  # matplotlib is imported only when a run finishes

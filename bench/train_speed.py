@@ -43,12 +43,13 @@ class Runner:
         c = config.curriculum
         self.points, self.dims, self.loops = c.points.end, c.dims.end, c.loops.end
 
-    def step(self) -> float:
-        start = time.perf_counter()
+    def step(self) -> tuple[float, float]:
+        """(wall seconds, CPU seconds of this process) of one step."""
+        start, cpu = time.perf_counter(), time.process_time()
         xs, ys = sample_prompts(self.config.task, self.config.model.n_dims, self.config.training.batch_size,
                                 self.points, self.dims, self.generator)
         self.step_fn(self.model, self.optimizer, self.config, xs, ys, self.loops, self.autocast)
-        return time.perf_counter() - start
+        return time.perf_counter() - start, time.process_time() - cpu
 
 
 def build_pair(name: str, precision: str, ours_kwargs: dict):
@@ -86,7 +87,7 @@ def measure(name: str, precision: str, args, ours_kwargs: dict, with_ref: bool) 
         for _ in range(args.warmup):
             runner.step()
     # steps per round from a timed step, so a config takes about args.seconds in all
-    probe = {key: r.step() for key, r in runners.items()}
+    probe = {key: r.step()[0] for key, r in runners.items()}
     per_round = max(1, round(args.seconds / args.rounds / sum(probe.values())))
     times = {key: [] for key in runners}
     ceilings, meter = [], LoadMeter()
@@ -101,15 +102,16 @@ def measure(name: str, precision: str, args, ours_kwargs: dict, with_ref: bool) 
     row = {"config": name, "precision": precision, "steps": len(times["ours"]), "gflop": gflop,
            "ceiling": ceiling, **load}
     for key, values in times.items():
-        s = median(values)
+        s = median([wall for wall, _ in values])
+        row[f"{key}_cpu_s"] = median([cpu for _, cpu in values])
         row[f"{key}_s"] = s
         row[f"{key}_gflops"] = gflop / s
         row[f"{key}_mfu"] = gflop / s / ceiling
     return row
 
 
-HEADER = ("| config | prec | ours s/step | ref s/step | speed-up | speed-up vs ref fp32 | ours GFLOP/s "
-          "| ours MFU | ref MFU | ceiling GFLOP/s | issue ref s/step | steps | foreign cores | load1 |")
+HEADER = ("| config | prec | ours s/step | ref s/step | speed-up | speed-up vs ref fp32 | speed-up in CPU time "
+          "| ours GFLOP/s | ours MFU | ref MFU | ceiling GFLOP/s | issue ref s/step | steps | foreign cores | load1 |")
 
 
 def table_row(row: dict, ref_fp32: dict) -> str:
@@ -118,6 +120,7 @@ def table_row(row: dict, ref_fp32: dict) -> str:
     fp32 = ref_fp32.get(row["config"], {}).get("ref_s", nan)
     return (f"| {row['config']} | {row['precision']} | {fmt(row['ours_s'])} | {fmt(row.get('ref_s'))} "
             f"| {fmt(row.get('ref_s', nan) / row['ours_s'], 3)}x | {fmt(fp32 / row['ours_s'], 3)}x "
+            f"| {fmt(row.get('ref_cpu_s', nan) / row['ours_cpu_s'], 3)}x "
             f"| {fmt(row['ours_gflops'])} | {fmt(row['ours_mfu'], 2)} | {fmt(row.get('ref_mfu'), 2)} "
             f"| {fmt(row['ceiling'])} | {fmt(CONFIGS[row['config']][2])} | {row['steps']} "
             f"| {fmt(row['foreign_cores'], 2)} | {fmt(row['loadavg'], 2)} |")
@@ -152,7 +155,9 @@ def main(argv=None) -> int:
              f"{'quick' if args.quick else f'{args.seconds:.0f} s per row in {args.rounds} alternating rounds'}"
              ".",
              "speed-up = reference s/step / ours s/step, both measured in this process, the reference "
-             "in the row's precision; 'vs ref fp32' compares with the fp32 reference of the same config. MFU = GFLOP/s / ceiling, the "
+             "in the row's precision; 'vs ref fp32' compares with the fp32 reference of the same config; "
+             "'in CPU time' is the same ratio of process CPU seconds per step (less sensitive to other "
+             "processes taking our cores, exact at 1 thread). MFU = GFLOP/s / ceiling, the "
              "ceiling a square matmul of the same dtype and threads measured between the rounds. "
              "'foreign cores' = CPU cores busy with other processes while the row was measured; "
              "'issue ref' = the reference measured on a quiet machine (issue 5).",

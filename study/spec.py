@@ -204,6 +204,9 @@ def parse_study(data, where: str = "<study>") -> StudySpec:
     seeds = data.get("seeds_per_config", 1)
     _check(where, isinstance(seeds, int) and not isinstance(seeds, bool) and seeds >= 1,
            f"'seeds_per_config' must be an integer >= 1, got {seeds!r}")
+    _check(where, seeds == 1 or scheduler is None,
+           "'scheduler' and 'seeds_per_config' > 1 do not mix: ASHA judges single trials, so stopping "
+           "one seed would prune its whole config; drop the scheduler or search the seed instead")
     sampler = data.get("sampler", "tpe")
     _check(where, sampler in SAMPLERS, f"'sampler' must be one of {SAMPLERS}, got {sampler!r}")
     sampler_seed = data.get("sampler_seed")

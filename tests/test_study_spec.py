@@ -72,6 +72,7 @@ def test_the_kept_copy_reads_back_the_same(tmp_path):
     ({"resources": {"cpu": 0}}, "'resources' needs cpu > 0"),
     ({"seeds_per_config": 0}, "'seeds_per_config' must be an integer >= 1"),
     ({"sampler": "grid"}, "'sampler' must be one of"),
+    ({"seeds_per_config": 2}, "'scheduler' and 'seeds_per_config' > 1 do not mix"),
 ])
 def test_invalid_studies_name_the_file_and_field(tmp_path, changes, message):
     path = tmp_path / "bad.yaml"

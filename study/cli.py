@@ -110,6 +110,27 @@ def cmd_ui(args) -> None:
     serve(args.name, args.results_root, optuna=args.optuna, port=args.port)
 
 
+def cmd_report(args) -> None:
+    from study.publish import report
+    from study.spec import find_study
+
+    path = report(find_study(args.name, args.results_root), args.out)
+    print(f"report: {path}  (figures beside it; also logged to the study's parent MLflow run)")
+
+
+def cmd_export(args) -> None:
+    from study.publish import export
+    from study.spec import find_study
+
+    for path in export(find_study(args.name, args.results_root), args.top, args.format, args.scale, args.out):
+        print(path)
+
+
+def _study_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", help="study name (under --results-root) or its results folder")
+    p.add_argument("--results-root", default="results", help="where studies live (default: results)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="loopstudy", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -146,11 +167,24 @@ def build_parser() -> argparse.ArgumentParser:
                              ("status", cmd_status, "table of a study's trials"),
                              ("ui", cmd_ui, "serve the MLflow UI (or optuna-dashboard) on a study")):
         p = sub.add_parser(name, help=text)
-        p.add_argument("name", help="study name (under --results-root) or its results folder")
-        p.add_argument("--results-root", default="results", help="where studies live (default: results)")
+        _study_args(p)
         p.set_defaults(func=func)
     p.add_argument("--optuna", action="store_true", help="serve optuna-dashboard on the Optuna storage")
     p.add_argument("--port", type=int, default=5000, help="port on 127.0.0.1 (default 5000)")
+
+    p = sub.add_parser("report", help="report.md and figures of a finished study (also logged to MLflow)")
+    _study_args(p)
+    p.add_argument("--out", help="folder (default: <results>/report)")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("export", help="YAML configs of a study's best trials")
+    _study_args(p)
+    p.add_argument("--top", type=int, default=1, help="how many of the best completed trials (default 1)")
+    p.add_argument("--format", default="loopstudy", choices=("loopstudy", "reference"),
+                   help="loopstudy: reruns with `loopstudy train`; reference: the reference code's layout")
+    p.add_argument("--scale", choices=("full",), help="full: map a CPU-sized winner to the full-size preset")
+    p.add_argument("--out", help="folder (default: <results>/export)")
+    p.set_defaults(func=cmd_export)
     return parser
 
 

@@ -1,0 +1,1 @@
+"""Read-only analysis of finished studies: trial tables, figures, reports, exported configs."""

@@ -1,0 +1,62 @@
+"""`loopstudy report` and `loopstudy export`: analysis reads the stores; this module is where
+the report lands back in MLflow (study is the only MLflow writer) and configs land on disk."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from analysis.export import scale_full, to_reference
+from analysis.report import write_report
+from analysis.trials import load_study as load_record
+
+from .spec import StudyError, StudySpec
+from .stores import Stores
+from .tracking import Tracker
+
+FORMATS = ("loopstudy", "reference")
+
+
+def report(spec: StudySpec, out: Path | None = None) -> Path:
+    """Writes report.md and its figures (default: <results>/report/) and logs them as
+    artifacts of the study's parent run, under `report/`."""
+    stores = Stores(spec.results_dir, spec.name)
+    out = Path(out) if out else stores.root / "report"
+    record = load_record(stores)
+    write_report(record, spec.space.params, str(stores.study_file), out)
+    tracker = Tracker(stores)
+    tracker.client.log_artifacts(tracker.parent_id(), str(out), "report")
+    return out / "report.md"
+
+
+def export(spec: StudySpec, top: int = 1, fmt: str = "loopstudy", scale: str | None = None,
+           out: Path | None = None) -> list[Path]:
+    """YAML configs of the `top` best completed trials, one file each."""
+    if fmt not in FORMATS:
+        raise StudyError(f"--format must be one of {', '.join(FORMATS)}, got '{fmt}'")
+    if scale not in (None, "full"):
+        raise StudyError(f"--scale must be 'full', got '{scale}'")
+    stores = Stores(spec.results_dir, spec.name)
+    record = load_record(stores)
+    ranked = record.ranked()
+    if not ranked:
+        raise StudyError(f"study '{spec.name}' has no completed trial to export")
+    out = Path(out) if out else stores.root / "export"
+    out.mkdir(parents=True, exist_ok=True)
+    fixed = {name: p.value for name, p in spec.space.params.items() if p.kind == "fixed"}
+    written = []
+    for rank, trial in enumerate(ranked[:top], 1):
+        config = scale_full(spec.base, {**fixed, **trial.sampled}) if scale else trial.config
+        label = trial.name.split()[0] + ("_full" if scale else "")
+        if fmt == "reference":
+            text = yaml.safe_dump(to_reference(config, out_dir=f"./results/{spec.name}_{label}"), sort_keys=False)
+        else:
+            header = (f"# {spec.name} rank {rank}: {trial.name}; "
+                      + ", ".join(f"{m}={trial.value(m):.4g}" for m, _ in record.objectives
+                                  if trial.value(m) is not None)
+                      + f"\n# rerun: loopstudy train {out / (label + '.yaml')}\n")
+            text = header + config.to_yaml()
+        path = out / f"{label}{'_reference' if fmt == 'reference' else ''}.yaml"
+        path.write_text(text)
+        written.append(path)
+    return written

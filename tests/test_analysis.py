@@ -1,0 +1,143 @@
+"""Reports, figures and exports from a real small finished study (real Ray, Optuna, MLflow)."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+from analysis.export import to_reference
+from analysis.replicates import compare_best
+from analysis.report import write_report
+from analysis.trials import StudyRecord, Trial, load_study
+from study.spec import load_study as load_spec
+from study.stores import Stores
+from trainables import train
+from trainables.config import ConfigError, load_config
+
+REPO = Path(__file__).parents[1]
+# the reference implementation's schema (Leiay/looped_transformer scripts/schema.py)
+REFERENCE_TOP = {"out_dir", "gpu", "model", "training", "wandb", "debug_mode"}
+REFERENCE_MODEL = {"family", "n_positions", "n_dims", "n_embd", "n_layer", "n_head", "pred_type",
+                   "pretrained_path", "loop_func"}
+REFERENCE_TRAINING = {"seed", "task_name", "use_fixed_dataset", "train_size", "test_size", "use_ctx",
+                      "batch_size", "learning_rate", "weight_decay", "train_steps", "save_every_steps",
+                      "keep_every_steps", "resume_id", "curriculum", "n_loop_window", "sparsity",
+                      "add_inputs_embeds", "test_idx"}
+
+
+def cli(*args, cwd):
+    done = subprocess.run([sys.executable, "-m", "study.cli", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=600, env={**__import__("os").environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A dilation study, s in {1, 2}, two seeds per config, trained to the end (no ASHA)."""
+    root = tmp_path_factory.mktemp("analysis")
+    study = {"name": "an", "base": "paper_linear_regression_looped_cpu",
+             "overrides": {"model.n_embd": 16, "model.n_head": 2, "training.train_steps": 30,
+                           "training.eval_every": 10, "training.checkpoint_every": 10,
+                           "training.log_every": 10, "eval.n_prompts": 64, "eval.bootstrap": 50},
+             "space": {"training.loop_dilation": {"categorical": [1, 2]}, "curriculum.loops.start": None},
+             "objectives": [{"metric": "eval/err_last", "mode": "min"}],
+             "budget": {"num_samples": 2, "max_concurrent": 2}, "seeds_per_config": 2,
+             "sampler_seed": 0, "results_dir": str(root / "an")}
+    (root / "an.yaml").write_text(yaml.safe_dump(study))
+    cli("run", str(root / "an.yaml"), cwd=root)
+    return root, load_spec(root / "an" / "study.yaml")
+
+
+def test_report_figures_show_the_expected_series(finished, tmp_path):
+    root, spec = finished
+    record = load_study(Stores(spec.results_dir, spec.name))
+    assert len(record.trials) == 4 and record.by_state() == {"completed": 4}
+    values = {t.sampled["training.loop_dilation"] for t in record.trials}
+    data = write_report(record, spec.space.params, "an.yaml", tmp_path)
+    curves = data["curves_loop_dilation.png"]
+    assert set(curves["series"]) == values           # one curve per dilation value searched
+    for series in curves["series"].values():
+        assert len(series["curve"]) == 11 and all(lo <= c <= hi for lo, c, hi in
+                                                  zip(series["band_lo"], series["curve"], series["band_hi"]))
+    assert "least_squares" in curves["baselines"] and "averaging" in curves["baselines"]
+    fixed = data["fixed_point.png"]["series"]
+    assert set(fixed) == values and all(len(s["curve"]) == 24 for s in fixed.values())  # eval.loops [24]
+    flags = data["objective_by_param.png"]["training.loop_dilation"]
+    assert flags["range"] == [1, 2] and flags["on_boundary"]  # with two choices the best is an edge
+    assert len(data["learning_curves.png"]["series"]) == 4
+    assert all(len(h) == 3 for h in data["learning_curves.png"]["series"].values())  # steps 10, 20, 30
+    for png in ("curves_loop_dilation.png", "fixed_point.png", "objective_by_param.png", "learning_curves.png"):
+        assert (tmp_path / png).stat().st_size > 10_000
+    text = (tmp_path / "report.md").read_text()
+    assert "4 completed" in text and "loopstudy run an.yaml --results results/an-rerun" in text and "Seed replicates" in text
+    assert text.count("| s=") + text.count("| loop_dilation=") >= 2  # a row per replicated config
+
+
+def test_report_command_logs_to_the_parent_run(finished):
+    root, spec = finished
+    out = cli("report", "an", "--results-root", str(root), cwd=root)
+    assert "report.md" in out and (spec.results_dir / "report" / "report.md").is_file()
+    client = MlflowClient(Stores(spec.results_dir, spec.name).mlflow_uri)
+    parent = load_study(Stores(spec.results_dir, spec.name)).parent["run_id"]
+    logged = {a.path for a in client.list_artifacts(parent, "report")}
+    assert {"report/report.md", "report/curves_loop_dilation.png"} <= logged
+
+
+def test_exported_configs_load_and_train(finished, tmp_path):
+    root, spec = finished
+    out = cli("export", "an", "--results-root", str(root), "--top", "2", "--out", str(tmp_path), cwd=root)
+    paths = [Path(p) for p in out.split()]
+    assert len(paths) == 2
+    record = load_study(Stores(spec.results_dir, spec.name))
+    best = record.ranked()[0]
+    config = load_config(paths[0])
+    assert config == best.config                          # the winner, exactly as it trained
+    short = load_config(paths[0], ["training.train_steps=3", "training.eval_every=3"])
+    assert train(short, out_dir=tmp_path / "rerun")["step"] == 3
+
+
+def test_reference_export_has_exactly_the_reference_layout(finished, tmp_path):
+    root, spec = finished
+    record = load_study(Stores(spec.results_dir, spec.name))
+    plain = next(t for t in record.trials if t.sampled["training.loop_dilation"] == 1)
+    exported = to_reference(plain.config)
+    assert set(exported) == REFERENCE_TOP
+    assert set(exported["model"]) <= REFERENCE_MODEL and exported["model"]["family"] == "gpt2_loop"
+    assert {"family", "n_embd", "n_layer", "n_head", "n_dims", "n_positions"} <= set(exported["model"])
+    assert set(exported["training"]) <= REFERENCE_TRAINING
+    assert set(exported["training"]["curriculum"]) == {"dims", "points", "loops"}
+    assert exported["training"]["n_loop_window"] == plain.config.training.n_loop_window
+    dilated = next(t for t in record.trials if t.sampled["training.loop_dilation"] == 2)
+    with pytest.raises(ConfigError, match="no loss-window dilation"):
+        to_reference(dilated.config)
+
+
+def test_scale_full_keeps_the_searched_values(finished, tmp_path):
+    root, spec = finished
+    out = cli("export", "an", "--results-root", str(root), "--scale", "full", "--out", str(tmp_path), cwd=root)
+    config = load_config(Path(out.split()[0]))
+    best = load_study(Stores(spec.results_dir, spec.name)).ranked()[0]
+    assert (config.model.n_dims, config.curriculum.points.end, config.training.train_steps) == (20, 41, 500_000)
+    assert config.training.loop_dilation == best.sampled["training.loop_dilation"]
+    assert config.model.n_embd == 256
+
+
+def _record(groups: dict[str, list[float]]) -> StudyRecord:
+    trials = []
+    for key, values in groups.items():
+        for i, value in enumerate(values):
+            trials.append(Trial(len(trials), f"t{len(trials):03d}", "completed", "",
+                                {"training.loop_dilation": key, "training.seed": i},
+                                load_config("seed_dilation_cpu"), {"eval/err_last": value}, 10, "run"))
+    return StudyRecord(None, {}, [("eval/err_last", "min")], trials)
+
+
+def test_replicates_tell_a_known_difference_from_none():
+    clear = compare_best(_record({1: [0.10, 0.11, 0.09, 0.10], 2: [0.30, 0.29, 0.31, 0.30]}))
+    assert clear["best"] == "loop_dilation=1" and clear["distinguishable"]
+    assert clear["interval"][1] < 0 < 0.25
+    noisy = compare_best(_record({1: [0.10, 0.30, 0.12, 0.28], 2: [0.11, 0.29, 0.13, 0.31]}))
+    assert not noisy["distinguishable"]

@@ -19,8 +19,11 @@ $(VENV_STAMP): requirements-torch.txt requirements.txt pyproject.toml
 	$(PY) -m pip install -q --no-deps -e .
 	touch $@
 
+# A small real study end to end: the seed's dilation space on the CPU preset (Ray Tune +
+# Optuna + MLflow), into a fresh results folder each time; prints the best trial, its config
+# and the command that opens the MLflow UI on it.
 demo: venv
-	$(PY) -m study.cli train paper_linear_regression_looped_cpu --out runs/demo
+	$(PY) -m study.cli run study/studies/dilation_cpu.yaml --results results/dilation_cpu-$$(date +%Y%m%d-%H%M%S)
 
 test: venv
 	$(PY) -m pytest

@@ -80,3 +80,13 @@ def test_cli_train_resume_and_errors(tmp_path):
     assert bad.returncode == 2 and "'curriculum.loops.start'" in bad.stderr and "Traceback" not in bad.stderr
     listing = subprocess.run([sys.executable, "-m", "study.cli", "presets"], capture_output=True, text=True)
     assert "seed_dilation_cpu" in listing.stdout and "CPU-sized variant" in listing.stdout
+
+
+def test_every_evaluation_reports_a_fresh_training_loss(tiny_config, tmp_path):
+    config = tiny_config("training.train_steps=20", "training.eval_every=10", "training.log_every=7",
+                         "training.checkpoint_every=10")
+    reports = []
+    train(config, lambda m, c: reports.append(m), out_dir=tmp_path / "run")
+    steps = [e["step"] for e in read_metrics(tmp_path / "run") if "train/loss" in e]
+    assert steps == [7, 10, 14, 20]  # the log intervals close at each evaluation too
+    assert all("train/loss" in m for m in reports) and [m["step"] for m in reports] == [10, 20]

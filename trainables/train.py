@@ -112,7 +112,9 @@ def train(config: Config, report: Report | None = None, *, out_dir: str | Path |
         steps_logged += 1
         step += 1
 
-        if step % tr.log_every == 0 or step == tr.train_steps:
+        evaluating = step % tr.eval_every == 0 or step == tr.train_steps
+        # every evaluation also closes a log interval, so reports never carry a stale loss
+        if step % tr.log_every == 0 or evaluating:
             now = time.perf_counter()
             # the only host sync of the loop, once per log interval
             metrics = {"step": step, "train/loss": loss_sum.item() / steps_logged,
@@ -127,7 +129,7 @@ def train(config: Config, report: Report | None = None, *, out_dir: str | Path |
         checkpoint = None
         if step % tr.checkpoint_every == 0 or step == tr.train_steps:
             checkpoint = run_folder.save_checkpoint(run_dir, config, step, model, optimizer, data_rng)
-        if step % tr.eval_every == 0 or step == tr.train_steps:
+        if evaluating:
             t_eval = time.perf_counter()
             result = evaluator(model, autocast)
             log.write({"step": step, "event": "eval", **result})

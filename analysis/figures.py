@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
+import optuna
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -13,6 +14,12 @@ from .trials import StudyRecord, Trial  # noqa: E402
 
 SCIENTIFIC = {"training.loop_dilation": "loss-window dilation s", "training.n_loop_window": "window T",
               "model.n_embd": "width n_embd", "curriculum.loops.end": "loop budget b"}
+
+
+def _scale_y(ax, values: list[float]) -> None:
+    """Log scale only when the values span more than a decade; otherwise readable linear ticks."""
+    if values and min(values) > 0 and max(values) > 10 * min(values):
+        ax.set_yscale("log")
 
 
 def _save(fig, path: Path) -> None:
@@ -52,9 +59,13 @@ def curves_by_value(record: StudyRecord, param: str, path: Path) -> dict:
         ax.set_ylim(bottom=max(floor / 30, 1e-6))
     ax.set(xlabel="in-context examples k", ylabel="squared error / normaliser", yscale="log",
            title=f"{record.name}: error vs examples by {SCIENTIFIC.get(param, param)}")
+    searched = sorted({t.sampled[param] for t in record.trials if param in t.sampled})
+    missing = [v for v in searched if v not in plotted]
+    if missing:
+        ax.plot([], [], " ", label=f"no completed trial: {', '.join(map(str, missing))}")
     ax.legend(fontsize=7)
     _save(fig, path)
-    return {"series": plotted, "baselines": sorted(baselines) if baselines else []}
+    return {"series": plotted, "missing": missing, "baselines": sorted(baselines) if baselines else []}
 
 
 def fixed_point(record: StudyRecord, param: str | None, path: Path, top: int = 5) -> dict:
@@ -93,9 +104,7 @@ def objective_by_param(record: StudyRecord, ranges: dict[str, tuple], path: Path
                       if t.state == state and param in t.sampled and t.value(metric) is not None]
             if points:
                 ax.scatter(*zip(*points), label=state, **style)
-        values = [t.value(metric) for t in record.trials if param in t.sampled and t.value(metric)]
-        if values and max(values) > 10 * min(values):
-            ax.set_yscale("log")
+        _scale_y(ax, [t.value(metric) for t in record.trials if param in t.sampled and t.value(metric)])
         seen = sorted({t.sampled[param] for t in record.trials if param in t.sampled})
         if 0 < len(seen) <= 8:
             ax.set_xticks(seen)
@@ -119,7 +128,8 @@ def learning_curves(record: StudyRecord, path: Path, top: int = 5) -> dict:
         if history:
             ax.plot(*zip(*history), f"C{i}-o", ms=3, label=trial.name)
             plotted[trial.name] = history
-    ax.set(xlabel="training step", ylabel=metric, yscale="log", title=f"learning curves, top {top}")
+    _scale_y(ax, [v for history in plotted.values() for _, v in history])
+    ax.set(xlabel="training step", ylabel=metric, title=f"learning curves, top {top}")
     ax.legend(fontsize=7)
     _save(fig, path)
     return {"series": plotted}
@@ -128,7 +138,11 @@ def learning_curves(record: StudyRecord, path: Path, top: int = 5) -> dict:
 def optuna_figures(record: StudyRecord, out: Path) -> dict[str, str]:
     """Parameter importances and, for several objectives, the Pareto front (Optuna's
     matplotlib backend). Returns {figure file: "" or why it was not drawn}."""
+    import warnings
+
     import optuna.visualization.matplotlib as ovm
+
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
     study = record.optuna_study()
     drawn = {}

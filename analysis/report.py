@@ -51,9 +51,11 @@ def write_report(record: StudyRecord, space_params: dict, study_file: str, out: 
     scientific = [p for p in ranges if p in figures.SCIENTIFIC]
     for param in scientific:
         name = f"curves_{param.rsplit('.', 1)[-1]}.png"
-        data[name] = figures.curves_by_value(record, param, out / name)
+        data[name] = curves = figures.curves_by_value(record, param, out / name)
+        missing = (f" Values without a completed trial (all pruned or failed): "
+                   f"{', '.join(map(str, curves['missing']))}." if curves["missing"] else "")
         lines += [f"## Error vs in-context examples by {figures.SCIENTIFIC[param]}", "",
-                  f"Best completed trial per value, 90% bootstrap band over held-out prompts.", "",
+                  f"Best completed trial per value, 90% bootstrap band over held-out prompts.{missing}", "",
                   f"![]({name})", ""]
     primary = scientific[0] if scientific else None
     data["fixed_point.png"] = figures.fixed_point(record, primary, out / "fixed_point.png")

@@ -3,6 +3,7 @@ not run. MLflow holds what people browse (names, params, curves, artifacts); Opt
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +13,8 @@ from mlflow import MlflowClient
 
 from study.stores import Stores
 from study.tracking import NUMBER, ROLE
+
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no bars in reports
 
 # MLflow params are strings: the schema's types come back through the config loader
 from trainables.config import Config, from_dict

@@ -58,7 +58,7 @@ def test_report_figures_show_the_expected_series(finished, tmp_path):
     values = {t.sampled["training.loop_dilation"] for t in record.trials}
     data = write_report(record, spec.space.params, "an.yaml", tmp_path)
     curves = data["curves_loop_dilation.png"]
-    assert set(curves["series"]) == values           # one curve per dilation value searched
+    assert set(curves["series"]) == values and curves["missing"] == []  # one curve per value searched
     for series in curves["series"].values():
         assert len(series["curve"]) == 11 and all(lo <= c <= hi for lo, c, hi in
                                                   zip(series["band_lo"], series["curve"], series["band_hi"]))

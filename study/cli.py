@@ -5,6 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from study.cluster_cli import add_cluster_commands, add_job_args
 from trainables.config import ConfigError
 
 
@@ -94,6 +95,11 @@ def cmd_resume(args) -> None:
     from study.spec import find_study
 
     spec = find_study(args.name, args.results_root)
+    if args.address:
+        from study.cluster_cli import submit_study
+
+        submit_study(spec, args, resume=True)
+        return
     _finish_study(spec, run_study(spec, resume=True))
 
 
@@ -171,6 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
     p.add_argument("--optuna", action="store_true", help="serve optuna-dashboard on the Optuna storage")
     p.add_argument("--port", type=int, default=5000, help="port on 127.0.0.1 (default 5000)")
+    add_job_args(sub.choices["resume"])          # resume --address URL: as a job on that cluster
+    add_cluster_commands(sub)
 
     p = sub.add_parser("report", help="report.md and figures of a finished study (also logged to MLflow)")
     _study_args(p)

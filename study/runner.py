@@ -1,6 +1,9 @@
 """Run and resume a study on Ray Tune: OptunaSearch on a persistent Optuna storage, ASHA on
 the trainer's `step`, checkpoints at evaluations, retries, our MLflow layout.
 
+The driver starts a local Ray, or joins the cluster in RAY_ADDRESS (set for a Ray Job's
+driver by `loopstudy submit`); on a cluster every node is first checked against the stores.
+
 Ray Tune returns normally from `fit()` after a SIGINT (with a partial result), so whether the
 study finished is decided here from the stores: any trial whose MLflow run is still open, or
 fewer trials than the budget, means interrupted (resume with `loopstudy resume NAME`).
@@ -14,16 +17,13 @@ from dataclasses import dataclass, field
 
 from optuna.trial import TrialState
 
+from . import QUIET_ENV
+from .cluster import READY, alive_nodes, check_nodes
 from .outcome import RUNNING
 from .searcher import StudySearch, fail_running
 from .spec import StudyError, StudySpec
 from .stores import Stores
 from .tracking import TUNE_ID, Tracker, TrackingCallback
-
-QUIET_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1",
-             "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AIR_NEW_OUTPUT": "0",
-             # checkpoints at every evaluation force state snapshots (which resume relies on)
-             "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0"}
 
 
 @dataclass
@@ -40,12 +40,21 @@ class StudyResult:
         return 1 - self.trials_s / self.concurrency / self.wall_s if self.wall_s else 0.0
 
 
-def _start_ray() -> None:
+def _start_ray(stores: Stores) -> int:
+    """Join the cluster in RAY_ADDRESS, checking that every node reaches the stores, or start a
+    local Ray on loopback. Returns the CPUs Ray has."""
     import ray
 
-    if not ray.is_initialized():
+    if not ray.is_initialized() and os.environ.get("RAY_ADDRESS"):
+        ray.init(address="auto", log_to_driver=False, logging_level=logging.WARNING)
+        errors = stores.storage.cluster_errors() if len(alive_nodes()) > 1 else []
+        if errors:
+            raise StudyError(f"{stores.name}: a multi-node cluster needs shared stores:\n  " + "\n  ".join(errors))
+        print(f"{READY} ({check_nodes(stores)} nodes)", flush=True)
+    elif not ray.is_initialized():
         ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False,
                  _node_ip_address="127.0.0.1", log_to_driver=False, logging_level=logging.WARNING)
+    return int(ray.cluster_resources().get("CPU", 1))
 
 
 def _adapter(spec: StudySpec):
@@ -99,18 +108,20 @@ def run_study(spec: StudySpec, resume: bool = False) -> StudyResult:
     """Run `spec` (or resume it after an interruption or a crash); returns whether it finished."""
     for key, value in QUIET_ENV.items():
         os.environ.setdefault(key, value)
-    stores = Stores(spec.results_dir, spec.name)
+    stores = Stores.of(spec)
     _adapter(spec)
-    if resume and not (stores.experiment / "tuner.pkl").is_file():
-        raise StudyError(f"{stores.root}: nothing to resume (no Ray experiment state)")
-    if not resume and stores.study_file.exists():
+    started_before = (stores.experiment / "tuner.pkl").is_file()
+    if resume and not started_before:
+        raise StudyError(f"{stores.experiment}: nothing to resume (no Ray experiment state)")
+    if not resume and (started_before or stores.study_file.exists()):
         raise StudyError(f"{stores.root} already holds study '{spec.name}': resume it with "
-                         f"`loopstudy resume {spec.name}`, or delete the folder to start again")
+                         f"`loopstudy resume {stores.root}` (on a cluster, add --address), or delete "
+                         "the folder to start again")
+    cpus = _start_ray(stores)
     stores.root.mkdir(parents=True, exist_ok=True)
     stores.study_file.write_text(spec.to_yaml())
     tracker = Tracker(stores)
     tracker.start_parent(spec)
-    _start_ray()
     tuner = _tuner(spec, stores, tracker, resume)
     started = time.monotonic()
     grid = tuner.fit()
@@ -134,7 +145,7 @@ def run_study(spec: StudySpec, resume: bool = False) -> StudyResult:
     for t in study.get_trials(deepcopy=False):
         states[t.state.name] = states.get(t.state.name, 0) + 1
     result = StudyResult(finished, states, wall, sum(r.metrics.get("time_total_s", 0) for r in grid),
-                         min(spec.budget.max_concurrent, os.cpu_count() // max(1, int(spec.resources.cpu))))
+                         min(spec.budget.max_concurrent, int(cpus // spec.resources.cpu) or 1))
     summary = {f"trials_{k.lower()}": v for k, v in states.items()}
     summary.update(wall_s=round(wall, 1), trials_s=round(result.trials_s, 1),
                    overhead=round(result.overhead, 3))

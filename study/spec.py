@@ -10,11 +10,13 @@ Everything is validated here, before Ray starts; every error names the file and 
     objectives: [{metric: eval/err_last, mode: min}]
     budget: {num_samples: 8, max_concurrent: 2, time_limit_s: 600, max_failures: 1}
     scheduler: {grace_period: 100, reduction_factor: 2}   # ASHA on `step`; null = none
-    resources: {cpu: 1, gpu: 0}
+    resources: {cpu: 1, gpu: 0}           # per trial; gpu: 0.25 = four trials share a GPU
     seeds_per_config: 1
     sampler: tpe                          # tpe | random | brute_force (each discrete combination once)
     sampler_seed: 0
-    results_dir: results/dilation_cpu     # default ./results/<name>
+    results_dir: results/dilation_cpu     # default ./results/<name>; <storage_path>/<name> when set
+    storage: {storage_path: /shared/ls, optuna: journal:///shared/ls/optuna.log, mlflow: http://h:5001}
+                                          # optional, for a cluster; see study/stores.py
 """
 from __future__ import annotations
 
@@ -29,6 +31,8 @@ import yaml
 import search_spaces
 import trainables
 from trainables.config import Config, ConfigError, load_config
+
+from .stores import Storage
 
 TRAINABLES = ("train", "probe")
 SAMPLERS = ("tpe", "random", "brute_force")
@@ -83,6 +87,7 @@ class StudySpec:
     results_dir: Path = Path()
     sampler: str = "tpe"
     sampler_seed: int | None = None
+    storage: Storage = field(default_factory=Storage)
     source: dict = field(default_factory=dict)     # the file's mapping, as written
 
     @property
@@ -103,7 +108,9 @@ class StudySpec:
         return [o.mode for o in self.objectives]
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump({**self.source, "results_dir": str(self.results_dir)}, sort_keys=False)
+        storage = self.storage.given()
+        return yaml.safe_dump({**self.source, "results_dir": str(self.results_dir),
+                               **({"storage": storage} if storage else {})}, sort_keys=False)
 
 
 # ---------------------------------------------------------------- parsing
@@ -119,7 +126,7 @@ def _typed(label: str, value, kind: str):
     numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
     if kind.startswith("int") and numeric and float(value).is_integer():
         return int(value)
-    if kind.startswith("float") and numeric or kind == "str" and isinstance(value, str):
+    if kind.startswith("float") and numeric or kind.startswith("str") and isinstance(value, str):
         return value
     raise StudyError(f"{label} must be {kind.replace(' | None', ' or null')}, got {value!r}")
 
@@ -201,6 +208,9 @@ def parse_study(data, where: str = "<study>") -> StudySpec:
 
     resources = _section(where, Resources, data.get("resources") or {}, "resources")
     _check(where, resources.cpu > 0 and resources.gpu >= 0, "'resources' needs cpu > 0 and gpu >= 0")
+    _check(where, resources.gpu <= 1 or float(resources.gpu).is_integer(),
+           f"'resources.gpu' {resources.gpu}: Ray shares a GPU only in fractions below 1 (0.5, 0.25: "
+           "trials per GPU); above 1 it must be a whole number of GPUs")
     seeds = data.get("seeds_per_config", 1)
     _check(where, isinstance(seeds, int) and not isinstance(seeds, bool) and seeds >= 1,
            f"'seeds_per_config' must be an integer >= 1, got {seeds!r}")
@@ -211,11 +221,15 @@ def parse_study(data, where: str = "<study>") -> StudySpec:
     _check(where, sampler in SAMPLERS, f"'sampler' must be one of {SAMPLERS}, got {sampler!r}")
     sampler_seed = data.get("sampler_seed")
     _check(where, sampler_seed is None or isinstance(sampler_seed, int), "'sampler_seed' must be an integer")
-    results_dir = Path(data.get("results_dir") or Path("results") / name).resolve()
+    storage = _section(where, Storage, data.get("storage") or {}, "storage")
+    errors = storage.errors()
+    _check(where, not errors, "; ".join(errors))
+    shared = Path(storage.storage_path) / name if storage.storage_path else None
+    results_dir = (shared or Path(data.get("results_dir") or Path("results") / name)).resolve()
     return StudySpec(name=name, base=data["base"], space=space, objectives=objectives, budget=budget,
                      trainable=trainable, overrides=dict(overrides), scheduler=scheduler,
                      resources=resources, seeds_per_config=seeds, results_dir=results_dir,
-                     sampler=sampler, sampler_seed=sampler_seed, source=dict(data))
+                     sampler=sampler, sampler_seed=sampler_seed, storage=storage, source=dict(data))
 
 
 def _read(path: Path) -> dict:

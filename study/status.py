@@ -18,7 +18,7 @@ def _fmt(value) -> str:
 
 
 def status_rows(spec: StudySpec) -> list[list[str]]:
-    stores = Stores(spec.results_dir, spec.name)
+    stores = Stores.of(spec)
     try:
         study = stores.optuna_study()
     except KeyError:
@@ -52,7 +52,7 @@ def format_status(spec: StudySpec) -> str:
 
 def best_summary(spec: StudySpec) -> str:
     """The best trial (or the Pareto set), its config file, and how to browse the study."""
-    stores = Stores(spec.results_dir, spec.name)
+    stores = Stores.of(spec)
     study = stores.optuna_study()
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not complete:

@@ -2,7 +2,8 @@
 
 One experiment per study; a parent run for the study (spec, space, versions, git commit); a
 child run per Tune trial, named for a human (`t007 s=2 T=15 b=60 D=64`), with the resolved
-config as params, the curves at the training step, a `state` tag (completed, pruned, failed,
+config as params, the curves at the training step, the node it ran on (`node_id`, `node_ip`;
+`nodes` lists every node of a trial retried elsewhere), a `state` tag (completed, pruned, failed,
 with `state_reason`), and config.yaml and eval.png as artifacts. Every write is one batched
 request (`log_batch`). Runs are found again by tag, so a resumed study re-attaches to them
 instead of creating duplicates.
@@ -78,6 +79,7 @@ class Tracker:
         self._ids: dict[str, str] = {}           # "experiment", "parent" -> id
         self._runs: dict[str, str] = {}          # Tune trial id -> run id
         self._last_step: dict[str, int] = {}     # run id -> last step already logged
+        self._nodes: dict[str, list[str]] = {}   # run id -> Ray node ids it ran on, in order
         self._closed: set[str] = set()           # runs that ended before a resume: left as they are
 
     @property
@@ -91,7 +93,7 @@ class Tracker:
         if "experiment" not in self._ids:
             found = self.client.get_experiment_by_name(self.stores.name)
             self._ids["experiment"] = found.experiment_id if found else self.client.create_experiment(
-                self.stores.name, artifact_location=self.stores.artifacts.as_uri())
+                self.stores.name, artifact_location=self.stores.artifact_location)
         return self._ids["experiment"]
 
     def _find(self, **tags) -> list:
@@ -156,6 +158,7 @@ class Tracker:
                 self._closed.add(run_id)
             history = self.client.get_metric_history(run_id, "eval/err_last")
             self._last_step[run_id] = max((m.step for m in history), default=-1)
+            self._nodes[run_id] = [n for n in found[0].data.tags.get("nodes", "").split(",") if n]
         else:
             run_id = self._create_child(trial.trial_id, trial.config)
         self._runs[trial.trial_id] = run_id
@@ -174,13 +177,25 @@ class Tracker:
             self.client.log_batch(run_id, params=chunk)
         self.client.log_text(run_id, config.to_yaml(), "config.yaml")
         self._last_step[run_id] = -1
+        self._nodes[run_id] = []
         return run_id
+
+    def _tag_node(self, run_id: str, result: dict) -> None:
+        """Tag the node a result came from, when it is not the one already tagged."""
+        node, seen = result.get("node_id"), self._nodes[run_id]
+        if node and (not seen or seen[-1] != node):
+            seen.append(node)
+            self.client.log_batch(run_id, tags=[RunTag("node_id", node), RunTag("nodes", ",".join(seen)),
+                                                RunTag("node_ip", str(result.get("node_ip", "")))])
 
     def log_result(self, trial, result: dict) -> None:
         run_id = self.child(trial)
         step = int(result.get("step", 0))
-        if run_id in self._closed or step <= self._last_step.get(run_id, -1):
-            return                       # logged before the driver went down
+        if run_id in self._closed:
+            return
+        self._tag_node(run_id, result)
+        if step <= self._last_step.get(run_id, -1):
+            return                       # logged before the driver went down, or a retry replaying
         now = int(time.time() * 1000)
         metrics = [Metric(k, float(v), now, step) for k, v in result.items()
                    if "/" in k and not k.startswith("config/") and isinstance(v, (int, float))]

@@ -1,5 +1,6 @@
 """`loopstudy ui NAME`: a lean MLflow UI (one worker, no job runner) on the study's stores, or
-optuna-dashboard with `--optuna`; both on 127.0.0.1, in the foreground until Ctrl+C."""
+optuna-dashboard with `--optuna`; both on 127.0.0.1, in the foreground until Ctrl+C. A study
+tracked on an MLflow server (cluster) gets that server's URL instead."""
 from __future__ import annotations
 
 import os
@@ -8,33 +9,34 @@ import sys
 from pathlib import Path
 from urllib.parse import quote, urlencode
 
+from .server import LEAN_ENV, mlflow_server_command
 from .spec import Objective, find_study
-from .stores import Stores
+from .stores import SERVERS, Stores
 from .tracking import ROLE, Tracker
-
-LEAN_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true",
-            "DO_NOT_TRACK": "1"}
 
 
 def ui_command(stores: Stores, objective: Objective, optuna: bool, port: int) -> tuple[list[str], str]:
-    """The server command line and the URL to open (MLflow: the trial runs, best first)."""
+    """The server command line (none when the study's MLflow is already a server) and the URL to
+    open (MLflow: the trial runs, best first)."""
     bin_dir = Path(sys.executable).parent
     if optuna:
         return ([str(bin_dir / "optuna-dashboard"), stores.optuna_url, "--host", "127.0.0.1",
                  "--port", str(port)], f"http://127.0.0.1:{port}/dashboard/")
     experiment = Tracker(stores).experiment_id
-    return ([str(bin_dir / "mlflow"), "server", "--backend-store-uri", stores.mlflow_uri,
-             "--artifacts-destination", str(stores.artifacts), "--host", "127.0.0.1",
-             "--port", str(port), "--workers", "1"],
-            f"http://127.0.0.1:{port}/#/experiments/{experiment}/runs?" + urlencode({
+    remote = stores.mlflow_uri.startswith(SERVERS)
+    return ([] if remote else mlflow_server_command(stores.mlflow_uri, stores.artifacts, port=port),
+            (stores.mlflow_uri.rstrip("/") if remote else f"http://127.0.0.1:{port}")
+            + f"/#/experiments/{experiment}/runs?" + urlencode({
                 "searchFilter": f"tags.{ROLE} = 'trial'", "orderByKey": f"metrics.`{objective.metric}`",
                 "orderByAsc": str(objective.mode == "min").lower()}, quote_via=quote))
 
 
 def serve(name: str, results_root: str, optuna: bool = False, port: int = 5000) -> None:
     spec = find_study(name, results_root)
-    command, url = ui_command(Stores(spec.results_dir, spec.name), spec.objectives[0], optuna, port)
-    print(f"open {url}   (Ctrl+C stops the server)", flush=True)
+    command, url = ui_command(Stores.of(spec), spec.objectives[0], optuna, port)
+    print(f"open {url}" + "   (Ctrl+C stops the server)" * bool(command), flush=True)
+    if not command:
+        return
     try:
         subprocess.run(command, env={**os.environ, **LEAN_ENV}, check=False)
     except KeyboardInterrupt:

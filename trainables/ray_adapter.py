@@ -4,6 +4,8 @@ report/checkpoint API (Ray renamed it three times in two years; mend it here onl
 A trial's Tune config is plain data set by the study runner:
     {"base": preset name or YAML path, "overrides": {dotted: value}, "params": {dotted: value},
      "run_root": folder holding one run folder per trial, named by the Tune trial id, ...}
+Every report carries `node_id`, the Ray node the trial runs on (Tune's own `node_ip` cannot
+tell apart two nodes on one host).
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ def trial_config(tune_config: dict):
 
 def _report(metrics: dict, checkpoint_dir: str | Path | None) -> None:
     checkpoint = ray.tune.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
-    ray.tune.report(metrics, checkpoint=checkpoint)
+    ray.tune.report({**metrics, "node_id": ray.get_runtime_context().get_node_id()}, checkpoint=checkpoint)
 
 
 def train_trainable(tune_config: dict) -> None:

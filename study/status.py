@@ -66,5 +66,5 @@ def best_summary(spec: StudySpec) -> str:
         values = ", ".join(f"{o.metric}={_fmt(v)}" for o, v in zip(spec.objectives, trial.values))
         config = stores.experiment / run.data.tags[TUNE_ID] / "config.yaml" if run else "-"
         lines.append(f"  {name}: {values}\n    config: {config}")
-    lines.append(f"browse it: loopstudy ui {spec.name}   (Optuna: loopstudy ui {spec.name} --optuna)")
+    lines.append(f"browse it: loopstudy ui {spec.results_dir}   (Optuna: add --optuna)")
     return "\n".join(lines)

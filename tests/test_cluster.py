@@ -8,7 +8,6 @@ The first tests need no Ray: the storage section's rules and the per-node store 
 import json
 import os
 import re
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -22,10 +21,6 @@ from study.cluster import READY, store_problems
 from study.spec import StudyError, parse_study
 from study.stores import Storage, Stores
 from test_study_runs import TINY, write_study
-
-pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("ip"),
-                                reason="the two-node cluster needs root for `ip netns`")
-
 
 # ---------------------------------------------------------------- no Ray needed
 

@@ -33,18 +33,28 @@ def setup():
     return model, torch.randn(2, 4, 3), torch.randn(2, 4)
 
 
-@pytest.mark.parametrize("dilation", [1, 2, 4])
-def test_gradient_reaches_exactly_the_differentiated_span(setup, tiny_config, dilation):
-    model, xs, ys = setup
-    config = tiny_config("training.n_loop_window=15", f"training.loop_dilation={dilation}",
-                         "curriculum.loops.start=60", "curriculum.loops.end=60", "model.n_embd=8")
-    trace: list[torch.Tensor] = []
+def window_config(tiny_config, dilation):
+    """b = 60 from the first step, T = 15: SPEC's worked example."""
+    return tiny_config("training.n_loop_window=15", f"training.loop_dilation={dilation}",
+                       "curriculum.loops.start=60", "curriculum.loops.end=60", "model.n_embd=8")
+
+
+def traced_loss(model, config, xs, ys, trace: list) -> torch.Tensor:
+    """The training loss, with every iteration's state appended to `trace`."""
     original = model.forward
     model.forward = lambda *a, **k: original(*a, **k, trace=trace)
     try:
-        loss = loss_fn(model, config, xs, ys, 60)
+        return loss_fn(model, config, xs, ys, 60)
     finally:
         del model.forward
+
+
+@pytest.mark.parametrize("dilation", [1, 2, 4])
+def test_gradient_reaches_exactly_the_differentiated_span(setup, tiny_config, dilation):
+    model, xs, ys = setup
+    config = window_config(tiny_config, dilation)
+    trace: list[torch.Tensor] = []
+    loss = traced_loss(model, config, xs, ys, trace)
     for state in trace:
         if state.requires_grad:
             state.retain_grad()
@@ -61,8 +71,7 @@ def test_loss_equals_independent_mean_over_worked_iterations(setup, tiny_config,
     a plain loop; and its parameter gradient equals that of the same loss with the state
     detached where the span starts."""
     model, xs, ys = setup
-    config = tiny_config("training.n_loop_window=15", f"training.loop_dilation={dilation}",
-                         "curriculum.loops.start=60", "curriculum.loops.end=60", "model.n_embd=8")
+    config = window_config(tiny_config, dilation)
     model.zero_grad()
     loss = loss_fn(model, config, xs, ys, 60)
     loss.backward()
@@ -96,8 +105,7 @@ def test_loss_equals_independent_mean_over_worked_iterations(setup, tiny_config,
 def test_predictions_enter_the_loss_at_exactly_b_minus_js(setup, tiny_config, dilation):
     """Every read_out call is tagged with its iteration; autograd says which ones reach the loss."""
     model, xs, ys = setup
-    config = tiny_config("training.n_loop_window=15", f"training.loop_dilation={dilation}",
-                         "curriculum.loops.start=60", "curriculum.loops.end=60", "model.n_embd=8")
+    config = window_config(tiny_config, dilation)
     trace: list[torch.Tensor] = []
     calls: list[tuple[int, torch.Tensor]] = []
 
@@ -106,12 +114,9 @@ def test_predictions_enter_the_loss_at_exactly_b_minus_js(setup, tiny_config, di
         calls.append((len(trace), output))
 
     hook = model.read_out.register_forward_hook(tag)
-    original = model.forward
-    model.forward = lambda *a, **k: original(*a, **k, trace=trace)
     try:
-        loss_fn(model, config, xs, ys, 60).backward()
+        traced_loss(model, config, xs, ys, trace).backward()
     finally:
-        del model.forward
         hook.remove()
     entered = [t for t, out in calls if out.grad is not None and out.grad.abs().sum() > 0]
     assert entered == WORKED[dilation][0]

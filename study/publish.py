@@ -20,7 +20,7 @@ FORMATS = ("loopstudy", "reference")
 def report(spec: StudySpec, out: Path | None = None) -> Path:
     """Writes report.md and its figures (default: <results>/report/) and logs them as
     artifacts of the study's parent run, under `report/`."""
-    stores = Stores(spec.results_dir, spec.name)
+    stores = Stores.of(spec)
     out = Path(out) if out else stores.root / "report"
     record = load_record(stores)
     write_report(record, spec.space.params, str(stores.study_file), out)
@@ -36,7 +36,7 @@ def export(spec: StudySpec, top: int = 1, fmt: str = "loopstudy", scale: str | N
         raise StudyError(f"--format must be one of {', '.join(FORMATS)}, got '{fmt}'")
     if scale not in (None, "full"):
         raise StudyError(f"--scale must be 'full', got '{scale}'")
-    stores = Stores(spec.results_dir, spec.name)
+    stores = Stores.of(spec)
     record = load_record(stores)
     ranked = record.ranked()
     if not ranked:

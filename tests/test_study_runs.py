@@ -121,7 +121,7 @@ def test_study_end_to_end(tmp_path):
     for run in children:
         row = next(line for line in lines if line.startswith(run.info.run_name + " "))
         assert run.data.tags["state"] in row and re.search(rf"\s{run.data.tags['steps']}\s", row)
-    assert "best trial:" in done.stdout and f"loopstudy ui e2e" in done.stdout
+    assert "best trial:" in done.stdout and f"loopstudy ui {tmp_path / 'e2e'}" in done.stdout
 
 
 def _descendants(pid: int) -> set[int]:

@@ -37,18 +37,21 @@ def full_size_config(name: str, extra: list[str] = ()) -> Config:
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
-def matmul_ceiling(precision: str, size: int = 2048, reps: int = 5) -> float:
-    """GFLOP/s of a large square matmul in this dtype with the current thread count (median)."""
+def matmul_ceiling(precision: str, size: int = 2048, reps: int = 5) -> tuple[float, float]:
+    """GFLOP/s of a large square matmul in this dtype with the current thread count (median):
+    per wall-clock second, and per CPU second of this process."""
     dtype = DTYPES[precision]
     a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
     out = torch.empty(size, size, dtype=dtype)
     torch.mm(a, b, out=out)  # warm-up
-    times = []
+    walls, cpus = [], []
     for _ in range(reps):
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         torch.mm(a, b, out=out)
-        times.append(time.perf_counter() - start)
-    return 2 * size ** 3 / statistics.median(times) / 1e9
+        walls.append(time.perf_counter() - start)
+        cpus.append(time.process_time() - cpu)
+    flop = 2 * size ** 3 / 1e9
+    return flop / statistics.median(walls), flop / max(statistics.median(cpus), 1e-9)
 
 
 def _busy_jiffies() -> int | None:

@@ -52,11 +52,13 @@ class Runner:
         return time.perf_counter() - start, time.process_time() - cpu
 
 
-def build_pair(name: str, precision: str, ours_kwargs: dict):
+def build_pair(name: str, precision: str, ours_kwargs: dict, compile: bool = False):
     config = full_size_config(name, [f"training.precision={precision}"])
     torch.manual_seed(config.training.seed)
     model = build_model(config.model)
     ref_model = ReferenceModel(config).load_from(model)
+    if compile:
+        model.backbone.compile()  # as train(compile=True) does; compiled during the warm-up
     ours = Runner(config, model, make_optimizer(model, config),
                   lambda *a: train_step(*a, **ours_kwargs), seed=1)
     ref_optimizer = torch.optim.Adam(ref_model.parameters(), lr=config.training.learning_rate,
@@ -81,14 +83,11 @@ def loss_agreement(name: str) -> float:
 
 
 def measure(name: str, precision: str, args, ours_kwargs: dict, with_ref: bool) -> dict:
-    config, ours, ref = build_pair(name, precision, ours_kwargs)
+    config, ours, ref = build_pair(name, precision, ours_kwargs, compile=args.compile)
     runners = {"ours": ours, **({"ref": ref} if with_ref else {})}
-    for runner in runners.values():
-        for _ in range(args.warmup):
-            runner.step()
-    # steps per round from a timed step, so a config takes about args.seconds in all
-    probe = {key: r.step()[0] for key, r in runners.items()}
-    per_round = max(1, round(args.seconds / args.rounds / sum(probe.values())))
+    # warm-up; the fastest warm-up step sizes the rounds, so a row takes about args.seconds
+    fastest = {key: min(r.step()[0] for _ in range(args.warmup + 1)) for key, r in runners.items()}
+    per_round = max(1, round(args.seconds / args.rounds / sum(fastest.values())))
     times = {key: [] for key in runners}
     ceilings, meter = [], LoadMeter()
     for _ in range(args.rounds):
@@ -98,30 +97,34 @@ def measure(name: str, precision: str, args, ours_kwargs: dict, with_ref: bool) 
     ceilings.append(matmul_ceiling(precision, size=args.ceiling_size, reps=3))
     load = meter.stop()
     gflop = train_flops_per_step(config) / 1e9
-    ceiling = median(ceilings)
+    ceiling = median([wall for wall, _ in ceilings])
+    ceiling_cpu = median([cpu for _, cpu in ceilings])
     row = {"config": name, "precision": precision, "steps": len(times["ours"]), "gflop": gflop,
-           "ceiling": ceiling, **load}
+           "ceiling": ceiling, "ceiling_cpu": ceiling_cpu, **load}
     for key, values in times.items():
         s = median([wall for wall, _ in values])
         row[f"{key}_cpu_s"] = median([cpu for _, cpu in values])
         row[f"{key}_s"] = s
         row[f"{key}_gflops"] = gflop / s
         row[f"{key}_mfu"] = gflop / s / ceiling
+        row[f"{key}_mfu_cpu"] = gflop / row[f"{key}_cpu_s"] / ceiling_cpu
     return row
 
 
-HEADER = ("| config | prec | ours s/step | ref s/step | speed-up | speed-up vs ref fp32 | speed-up in CPU time "
-          "| ours GFLOP/s | ours MFU | ref MFU | ceiling GFLOP/s | issue ref s/step | steps | foreign cores | load1 |")
+HEADER = ("| config | prec | ours s/step | ours steps/s | ref s/step | speed-up | speed-up vs ref fp32 | speed-up in CPU time "
+          "| ours GFLOP/s | ours MFU | ref MFU | ours MFU in CPU time | ceiling GFLOP/s | issue ref s/step | steps | foreign cores | load1 |")
 
 
 def table_row(row: dict, ref_fp32: dict) -> str:
     """One markdown row; 'ref' is the reference in the row's precision, 'ref fp32' the fp32 one."""
     nan = float("nan")
     fp32 = ref_fp32.get(row["config"], {}).get("ref_s", nan)
-    return (f"| {row['config']} | {row['precision']} | {fmt(row['ours_s'])} | {fmt(row.get('ref_s'))} "
+    return (f"| {row['config']} | {row['precision']} | {fmt(row['ours_s'])} | {fmt(1 / row['ours_s'])} "
+            f"| {fmt(row.get('ref_s'))} "
             f"| {fmt(row.get('ref_s', nan) / row['ours_s'], 3)}x | {fmt(fp32 / row['ours_s'], 3)}x "
             f"| {fmt(row.get('ref_cpu_s', nan) / row['ours_cpu_s'], 3)}x "
             f"| {fmt(row['ours_gflops'])} | {fmt(row['ours_mfu'], 2)} | {fmt(row.get('ref_mfu'), 2)} "
+            f"| {fmt(row['ours_mfu_cpu'], 2)} "
             f"| {fmt(row['ceiling'])} | {fmt(CONFIGS[row['config']][2])} | {row['steps']} "
             f"| {fmt(row['foreign_cores'], 2)} | {fmt(row['loadavg'], 2)} |")
 
@@ -140,6 +143,8 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--no-ref-bf16", action="store_true",
                         help="measure the reference in fp32 only (bf16 speed-ups then compare with it)")
+    parser.add_argument("--compile", action="store_true",
+                        help="our step with torch.compile'd backbone, as train(compile=True)")
     parser.add_argument("--out", help="also write the markdown output to this file")
     args = parser.parse_args(argv)
     if args.quick:
@@ -153,12 +158,13 @@ def main(argv=None) -> int:
              f"torch {torch.__version__}, {platform.processor() or platform.machine()}, "
              f"{args.threads} threads, python {platform.python_version()}; "
              f"{'quick' if args.quick else f'{args.seconds:.0f} s per row in {args.rounds} alternating rounds'}"
-             ".",
+             f"{', ours with torch.compile (compile time not counted)' if args.compile else ''}.",
              "speed-up = reference s/step / ours s/step, both measured in this process, the reference "
              "in the row's precision; 'vs ref fp32' compares with the fp32 reference of the same config; "
              "'in CPU time' is the same ratio of process CPU seconds per step (less sensitive to other "
              "processes taking our cores, exact at 1 thread). MFU = GFLOP/s / ceiling, the "
-             "ceiling a square matmul of the same dtype and threads measured between the rounds. "
+             "ceiling a square matmul of the same dtype and threads measured between the rounds; 'in CPU "
+             "time' divides model FLOPs per CPU second by the ceiling's FLOPs per CPU second. "
              "'foreign cores' = CPU cores busy with other processes while the row was measured; "
              "'issue ref' = the reference measured on a quiet machine (issue 5).",
              ""]

@@ -7,8 +7,9 @@ starting from the seed trainer (commit 94c7dce), all in one process with the sam
   +infer     loop prefix under torch.inference_mode, first iteration fed P directly
   +foreach   multi-tensor Adam (bitwise identical on CPU)     (= the current trainer)
 
-Times are medians of per-step main-thread CPU time at --threads 1 (robust to other processes on
-a shared machine) and of wall time; variants run in alternating rounds.
+Times are medians of per-step main-thread CPU time (at --threads 1 robust to other processes
+on a shared machine; at 2 threads close to wall time) and of wall time; variants run in
+alternating rounds whose order rotates.
 
     python bench/ablation.py --configs looped_L1_D64_b60_T15 --precisions fp32 bf16
 """
@@ -107,8 +108,10 @@ def main(argv=None) -> int:
             per_round = max(1, round(args.seconds / args.rounds / sum(w for _, w in first.values())))
             times = {v: [] for v in VARIANTS}
             meter = LoadMeter()
-            for _ in range(args.rounds):
-                for variant in VARIANTS:
+            order = list(VARIANTS)
+            for round_ in range(args.rounds):
+                # rotate the order each round so no variant always runs first or last
+                for variant in order[round_ % len(order):] + order[:round_ % len(order)]:
                     times[variant] += [step(variant) for _ in range(per_round)]
             load = meter.stop()
             cpu = {v: median([t for t, _ in ts]) for v, ts in times.items()}

@@ -72,9 +72,10 @@ def train(config: Config, report: Report | None = None, *, out_dir: str | Path |
 
     `report(metrics, checkpoint_dir)` is called at every evaluation with flat scalar metrics
     and the checkpoint saved at that step (or None). `resume_from` is such a checkpoint.
-    `compile=True` runs the backbone through torch.compile: on 2 CPU cores it gained 2-14% per
-    step for about a minute of compilation (bench/results), so it is off by default; it changes
-    floating-point rounding slightly, not the mathematics.
+    `compile=True` runs the backbone through torch.compile. On 2 CPU cores it gained 0-15% per
+    step (bench/results/train_speed_cpu_2026-11-28.md) for about a minute of compilation, and recompiles when the
+    curriculum changes shapes, so it is off by default; it may pay on a GPU (bench/gpu.py
+    --compile). It changes floating-point rounding slightly, not the mathematics.
     """
     if num_threads:
         torch.set_num_threads(num_threads)

@@ -159,3 +159,31 @@ def optuna_figures(record: StudyRecord, out: Path) -> dict[str, str]:
         _save(ax.figure, out / name)
         drawn[name] = ""
     return drawn
+
+
+def replicates(groups: list, search_values: dict[int, float], metric: str, path: Path) -> dict:
+    """Each config's objective over seeds (dots), its mean and 90% bootstrap interval (bar), and
+    the value the search selected it on (x): a winner's curse shows as x below the dots."""
+    from .replicates import interval
+
+    fig, ax = plt.subplots(figsize=(6.5, 0.6 * len(groups) + 1.6))
+    plotted = {}
+    for row, group in enumerate(groups):
+        lo, hi = interval(group.values)
+        ax.plot(group.values, [row] * len(group.values), "o", color="C0", alpha=0.6)
+        ax.errorbar([group.mean], [row], xerr=[[group.mean - lo], [hi - group.mean]], fmt="|",
+                    color="k", ms=14, capsize=4)
+        search = search_values.get(group.number)
+        if search is not None:
+            ax.plot([search], [row], "x", color="C3", ms=9)
+        plotted[group.key] = {"values": group.values, "mean": group.mean, "interval": [lo, hi],
+                              "search_value": search}
+    ax.plot([], [], "o", color="C0", label="one seed")
+    ax.plot([], [], "|", color="k", ms=14, label="mean, 90% interval")
+    ax.plot([], [], "x", color="C3", label="value in the search")
+    ax.set_yticks(range(len(groups)), [g.key for g in groups])
+    ax.invert_yaxis()
+    ax.set(xlabel=metric, title="Seed replicates (best config on top)")
+    ax.legend(fontsize=8, loc="best")
+    _save(fig, path)
+    return {"series": plotted}

@@ -1,10 +1,15 @@
 """Seed replicates: the spread of a config's objective over seeds, and whether the best
-config is distinguishable from the runner-up (a bootstrap interval of the difference)."""
+config is distinguishable from the runner-up (a bootstrap interval of the difference).
+
+The seeds are the replicate phase's fresh ones when the study ran it (study/replicates.py),
+else those of the search's completed trials (seeds_per_config, or a searched training.seed)."""
 from __future__ import annotations
 
 import random
 import statistics
 from dataclasses import dataclass
+
+from study.tracking import SHORT
 
 from .trials import StudyRecord, Trial
 
@@ -15,7 +20,8 @@ SEED_KEYS = ("training.seed",)
 class ConfigGroup:
     key: str                  # the sampled values without the seed, e.g. "s=2"
     values: list[float]       # the objective over seeds
-    trials: list[str]
+    trials: list[str]         # run names
+    number: int               # the (best) search trial of this config
 
     @property
     def mean(self) -> float:
@@ -39,16 +45,22 @@ def difference_interval(a: list[float], b: list[float], resamples: int = 2000,
 
 
 def _key(trial: Trial) -> str:
-    shown = {k.rsplit(".", 1)[-1]: v for k, v in sorted(trial.sampled.items()) if k not in SEED_KEYS}
-    return " ".join(f"{k}={v}" for k, v in shown.items()) or "base config"
+    """`s=2 lr=0.00846`: the sampled values but the seed, in the short names of run names."""
+    shown = {SHORT.get(k, k.rsplit(".", 1)[-1]): v for k, v in sorted(trial.sampled.items())
+             if k not in SEED_KEYS}
+    return " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                    for k, v in shown.items()) or "base config"
 
 
 def groups(record: StudyRecord) -> list[ConfigGroup]:
-    """Completed trials grouped by config (all but the seed), best mean first."""
+    """Completed runs grouped by config (all but the seed), best mean first: the replicate
+    phase's runs if the study has any, else the search's trials."""
     metric, mode = record.objectives[0]
+    runs = record.replicates or record.trials
     found: dict[str, ConfigGroup] = {}
-    for trial in record.ranked():
-        group = found.setdefault(_key(trial), ConfigGroup(_key(trial), [], []))
+    for trial in sorted((t for t in runs if t.state == "completed" and t.value(metric) is not None),
+                        key=lambda t: t.value(metric), reverse=(mode == "max")):
+        group = found.setdefault(_key(trial), ConfigGroup(_key(trial), [], [], trial.number))
         group.values.append(trial.value(metric))
         group.trials.append(trial.name)
     return sorted(found.values(), key=lambda g: g.mean, reverse=(mode == "max"))
@@ -63,3 +75,16 @@ def compare_best(record: StudyRecord) -> dict | None:
     lo, hi = difference_interval(best.values, second.values)
     return {"best": best.key, "runner_up": second.key, "difference": best.mean - second.mean,
             "interval": (lo, hi), "distinguishable": not (lo <= 0 <= hi)}
+
+
+def ranked_for_export(record: StudyRecord) -> list[Trial]:
+    """Completed search trials best first; where the study ran replicates, the replicated
+    configs lead in the order of their replicate means (a fairer ranking than one seed's)."""
+    ranked = record.ranked()
+    if not record.replicates:
+        return ranked
+    by_number: dict[int, Trial] = {}
+    for trial in ranked:
+        by_number.setdefault(trial.number, trial)      # a config's best seed
+    lead = [by_number[g.number] for g in groups(record) if g.number in by_number]
+    return lead + [t for t in ranked if t not in lead]

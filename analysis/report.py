@@ -29,7 +29,7 @@ def write_report(record: StudyRecord, space_params: dict, study_file: str, out: 
     out.mkdir(parents=True, exist_ok=True)
     metric, mode = record.objectives[0]
     ranked = record.ranked()
-    tags, params = record.parent["tags"], record.parent["params"]
+    tags = record.parent["tags"]
     ranges = searched_ranges(space_params)
     lines = [f"# Study `{record.name}`", "",
              "| study | trials by state | best | objective | git commit |", "|---|---|---|---|---|",
@@ -72,20 +72,33 @@ def write_report(record: StudyRecord, space_params: dict, study_file: str, out: 
         title = "Parameter importances" if name == "importances.png" else "Pareto front"
         lines += [f"## {title}", "", f"![]({name})" if not why else f"({why})", ""]
         data[name] = why
-    lines += _replicate_section(record)
+    lines += _replicate_section(record, out, data)
     (out / "report.md").write_text("\n".join(lines))
     return data
 
 
-def _replicate_section(record: StudyRecord) -> list[str]:
+def _replicate_section(record: StudyRecord, out: Path, data: dict) -> list[str]:
     groups = [g for g in replicates.groups(record) if len(g.values) >= 2]
     if not groups:
         return ["## Seed replicates", "", "No config has two or more completed seeds "
-                "(set `replicates` in the study file to rerun the top configs with more seeds).", ""]
-    lines = ["## Seed replicates", "", "| config | seeds | mean | 90% interval |", "|---|---|---|---|"]
+                "(set `replicates` in the study file to rerun the top configs with fresh seeds).", ""]
+    metric = record.objectives[0][0]
+    by_number: dict[int, list[float]] = {}
+    for t in record.ranked():
+        by_number.setdefault(t.number, []).append(t.value(metric))
+    search = {n: sum(v) / len(v) for n, v in by_number.items()}      # over seeds_per_config
+    fresh = bool(record.replicates)
+    lines = ["## Seed replicates", "",
+             ("The best configs of the search, trained again with fresh seeds (none used in the search) "
+              "to the last step; `search` is the value each was selected on." if fresh else
+              "The search's own seeds of each config (no replicate phase was run)."), "",
+             "| config | search trial | search | seeds | mean | 90% interval |", "|---|---|---|---|---|---|"]
     for g in groups:
         lo, hi = replicates.interval(g.values)
-        lines.append(f"| {g.key} | {len(g.values)} | {_fmt(g.mean)} | [{_fmt(lo)}, {_fmt(hi)}] |")
+        lines.append(f"| {g.key} | t{g.number:03d} | {_fmt(search.get(g.number, '-'))} | {len(g.values)} "
+                     f"| {_fmt(g.mean)} | [{_fmt(lo)}, {_fmt(hi)}] |")
+    data["replicates.png"] = figures.replicates(groups, search if fresh else {}, metric, out / "replicates.png")
+    lines += ["", "![](replicates.png)"]
     verdict = replicates.compare_best(record)
     if verdict:
         lo, hi = verdict["interval"]

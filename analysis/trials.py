@@ -12,7 +12,7 @@ import optuna
 from mlflow import MlflowClient
 
 from study.stores import Stores
-from study.tracking import NUMBER, ROLE
+from study.tracking import NUMBER, REPLICATE, ROLE, TRIAL
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no bars in reports
 
@@ -43,7 +43,8 @@ class StudyRecord:
     stores: Stores
     parent: dict                     # the parent run: {"run_id", "params", "tags"}
     objectives: list[tuple[str, str]]  # (metric, mode)
-    trials: list[Trial]
+    trials: list[Trial]              # the search's trials
+    replicates: list[Trial] = field(default_factory=list)  # the replicate phase's runs, if any
 
     @property
     def name(self) -> str:
@@ -104,18 +105,19 @@ def load_study(stores: Stores) -> StudyRecord:
         raise FileNotFoundError(f"study '{stores.name}' has no parent run in {stores.mlflow_uri}")
     parent = parents[0]
     objectives = [tuple(o.rsplit(":", 1)) for o in parent.data.params["objectives"].split(",")]
-    trials = []
+    found: dict[str, list[Trial]] = {TRIAL: [], REPLICATE: []}
     for run in runs:
         tags = run.data.tags
-        if tags.get(ROLE) != "trial":
+        if tags.get(ROLE) not in found:
             continue
-        trials.append(Trial(
+        found[tags[ROLE]].append(Trial(
             number=int(tags[NUMBER]), name=run.info.run_name, state=tags.get("state", "running"),
             reason=tags.get("state_reason", ""), sampled=json.loads(tags.get("sampled", "{}")),
             config=_config_from_params(run.data.params),
             objectives={m: run.data.metrics[m] for m, _ in objectives if m in run.data.metrics},
             steps=int(tags.get("steps", 0)), run_id=run.info.run_id,
             repeat=int(tags.get("repeat", 0)), tags=dict(tags)))
-    trials.sort(key=lambda t: (t.number, t.repeat))
+    for trials in found.values():
+        trials.sort(key=lambda t: (t.number, t.repeat))
     return StudyRecord(stores, {"run_id": parent.info.run_id, "params": dict(parent.data.params),
-                                "tags": dict(parent.data.tags)}, objectives, trials)
+                                "tags": dict(parent.data.tags)}, objectives, found[TRIAL], found[REPLICATE])

@@ -7,8 +7,6 @@ import time
 
 from ray.tune import Callback
 
-from trainables.ray_adapter import trial_config
-
 from .tracking import trial_name
 
 STATE = {"PENDING": "pending", "RUNNING": "running", "PAUSED": "paused", "TERMINATED": "ended",
@@ -34,9 +32,7 @@ class ProgressCallback(Callback):
 
     def _name(self, trial) -> str:
         if trial.trial_id not in self._names:
-            c = trial.config
-            self._names[trial.trial_id] = trial_name(c["trial"], trial_config(c), c["sampled"],
-                                                     c["repeat"] if c["repeats"] > 1 else None)
+            self._names[trial.trial_id] = trial_name(trial.config)
         return self._names[trial.trial_id]
 
     def render(self, trials) -> str:

@@ -7,6 +7,7 @@ from pathlib import Path
 import yaml
 
 from analysis.export import scale_full, to_reference
+from analysis.replicates import groups, ranked_for_export
 from analysis.report import write_report
 from analysis.trials import load_study as load_record
 
@@ -31,14 +32,16 @@ def report(spec: StudySpec, out: Path | None = None) -> Path:
 
 def export(spec: StudySpec, top: int = 1, fmt: str = "loopstudy", scale: str | None = None,
            out: Path | None = None) -> list[Path]:
-    """YAML configs of the `top` best completed trials, one file each."""
+    """YAML configs of the `top` best completed trials, one file each (ranked by replicate mean
+    where the study ran replicates)."""
     if fmt not in FORMATS:
         raise StudyError(f"--format must be one of {', '.join(FORMATS)}, got '{fmt}'")
     if scale not in (None, "full"):
         raise StudyError(f"--scale must be 'full', got '{scale}'")
     stores = Stores.of(spec)
     record = load_record(stores)
-    ranked = record.ranked()
+    ranked = ranked_for_export(record)
+    replicated = {g.number: g for g in groups(record)} if record.replicates else {}
     if not ranked:
         raise StudyError(f"study '{spec.name}' has no completed trial to export")
     out = Path(out) if out else stores.root / "export"
@@ -54,6 +57,8 @@ def export(spec: StudySpec, top: int = 1, fmt: str = "loopstudy", scale: str | N
             header = (f"# {spec.name} rank {rank}: {trial.name}; "
                       + ", ".join(f"{m}={trial.value(m):.4g}" for m, _ in record.objectives
                                   if trial.value(m) is not None)
+                      + (f"; replicate mean {replicated[trial.number].mean:.4g} over "
+                         f"{len(replicated[trial.number].values)} fresh seeds" if trial.number in replicated else "")
                       + f"\n# rerun: loopstudy train {out / (label + '.yaml')}\n")
             text = header + config.to_yaml()
         path = out / f"{label}{'_reference' if fmt == 'reference' else ''}.yaml"

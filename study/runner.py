@@ -22,14 +22,16 @@ from .cluster import READY, alive_nodes, check_nodes
 from .outcome import RUNNING
 from .searcher import StudySearch, fail_running
 from .spec import StudyError, StudySpec
+from .replicates import PlannedTrials, make_plan, read_plan, write_plan
 from .stores import Stores
-from .tracking import TUNE_ID, Tracker, TrackingCallback
+from .tracking import REPLICATE, TRIAL, TUNE_ID, Tracker, TrackingCallback
 
 
 @dataclass
 class StudyResult:
     finished: bool
     states: dict[str, int] = field(default_factory=dict)     # Optuna state name -> count
+    replicates: dict[str, int] = field(default_factory=dict) # replicate run state -> count
     wall_s: float = 0.0          # Tuner.fit()
     trials_s: float = 0.0        # the trials' own time (Tune's time_total_s), summed
     concurrency: int = 1
@@ -68,44 +70,72 @@ def _adapter(spec: StudySpec):
     return function
 
 
-def _tuner(spec: StudySpec, stores: Stores, tracker: Tracker, resume: bool):
+def _tuner(spec: StudySpec, stores: Stores, tracker: Tracker, resume: bool, plan: list[dict] | None = None):
+    """The search's Tuner, or with a `plan` the replicate phase's (no scheduler, no time limit)."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     from .progress import ProgressCallback
 
+    experiment = stores.experiment if plan is None else stores.replicate_experiment
     trainable = tune.with_resources(_adapter(spec), {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
-    param_space = {"base": spec.base, "overrides": spec.overrides, "run_root": str(stores.experiment),
-                   "repeats": spec.seeds_per_config}
+    param_space = {"base": spec.base, "overrides": spec.overrides, "run_root": str(experiment),
+                   "repeats": spec.seeds_per_config, "phase": TRIAL if plan is None else REPLICATE}
     if resume:
-        return tune.Tuner.restore(str(stores.experiment), trainable, resume_errored=True,
-                                  param_space=param_space)
-    searcher = StudySearch(spec.space.sampler(spec.base, spec.overrides), metrics=spec.metrics,
-                           modes=spec.modes, storage=stores.optuna_storage(), study_name=spec.name,
-                           max_steps=spec.max_steps, seeds_per_config=spec.seeds_per_config,
-                           base_seed=spec.config.training.seed, sampler=spec.sampler, sampler_seed=spec.sampler_seed)
-    scheduler = FIFOScheduler()
-    if spec.scheduler:
-        scheduler = ASHAScheduler(time_attr="step", metric=spec.metrics[0], mode=spec.modes[0],
-                                  max_t=spec.max_steps, grace_period=spec.scheduler.grace_period,
-                                  reduction_factor=spec.scheduler.reduction_factor)
-    total = spec.budget.num_samples * spec.seeds_per_config
+        return tune.Tuner.restore(str(experiment), trainable, resume_errored=True, param_space=param_space)
+    scheduler, time_limit = FIFOScheduler(), None
+    if plan is not None:
+        searcher, total = PlannedTrials(plan, spec.metrics[0], spec.modes[0]), len(plan)
+    else:
+        searcher = StudySearch(spec.space.sampler(spec.base, spec.overrides), metrics=spec.metrics,
+                               modes=spec.modes, storage=stores.optuna_storage(), study_name=spec.name,
+                               max_steps=spec.max_steps, seeds_per_config=spec.seeds_per_config,
+                               base_seed=spec.config.training.seed, sampler=spec.sampler,
+                               sampler_seed=spec.sampler_seed)
+        total, time_limit = spec.budget.num_samples * spec.seeds_per_config, spec.budget.time_limit_s
+        if spec.scheduler:
+            scheduler = ASHAScheduler(time_attr="step", metric=spec.metrics[0], mode=spec.modes[0],
+                                      max_t=spec.max_steps, grace_period=spec.scheduler.grace_period,
+                                      reduction_factor=spec.scheduler.reduction_factor)
     callbacks = [TrackingCallback(tracker, spec.max_steps),
                  ProgressCallback(spec.metrics, spec.max_steps, total)]
     return tune.Tuner(
         trainable, param_space=param_space,
         tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=total,
                                     max_concurrent_trials=spec.budget.max_concurrent,
-                                    time_budget_s=spec.budget.time_limit_s, reuse_actors=True,
+                                    time_budget_s=time_limit, reuse_actors=True,
                                     trial_dirname_creator=lambda trial: trial.trial_id),
         run_config=tune.RunConfig(
-            name=spec.name, storage_path=str(stores.ray), callbacks=callbacks, verbose=0,
+            name=experiment.name, storage_path=str(stores.ray), callbacks=callbacks, verbose=0,
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             failure_config=tune.FailureConfig(max_failures=spec.budget.max_failures)))
 
 
+def _fit(spec: StudySpec, stores: Stores, tracker: Tracker, resume: bool,
+         plan: list[dict] | None = None) -> tuple[bool, float, float]:
+    """Run (or resume) one phase; (finished, wall seconds, the trials' own seconds summed).
+
+    A phase is finished when every trial it should run has a closed MLflow run (or the study's
+    time limit ended the search)."""
+    started = time.monotonic()
+    grid = _tuner(spec, stores, tracker, resume, plan).fit()
+    wall = time.monotonic() - started
+    runs = tracker.children(TRIAL if plan is None else REPLICATE)
+    open_runs = {r.data.tags[TUNE_ID] for r in runs if r.info.status == RUNNING.upper()}
+    known = {r.data.tags[TUNE_ID] for r in runs}
+    ids = [os.path.basename(r.path) for r in grid]
+    unfinished = [i for i in ids if i in open_runs or i not in known]
+    total = len(plan) if plan is not None else spec.budget.num_samples * spec.seeds_per_config
+    time_up = plan is None and spec.budget.time_limit_s is not None and wall >= spec.budget.time_limit_s
+    if time_up:
+        fail_running(stores.optuna_study(), "stopped by the study's time limit", TrialState.PRUNED)
+    finished = time_up or not unfinished and len(ids) >= total
+    return finished, wall, sum(r.metrics.get("time_total_s", 0) for r in grid)
+
+
 def run_study(spec: StudySpec, resume: bool = False) -> StudyResult:
-    """Run `spec` (or resume it after an interruption or a crash); returns whether it finished."""
+    """Run `spec` (or resume it after an interruption or a crash): the search, then the
+    replicate phase when the study asks for one. Returns whether both finished."""
     for key, value in QUIET_ENV.items():
         os.environ.setdefault(key, value)
     stores = Stores.of(spec)
@@ -122,32 +152,33 @@ def run_study(spec: StudySpec, resume: bool = False) -> StudyResult:
     stores.study_file.write_text(spec.to_yaml())
     tracker = Tracker(stores)
     tracker.start_parent(spec)
-    tuner = _tuner(spec, stores, tracker, resume)
-    started = time.monotonic()
-    grid = tuner.fit()
-    wall = time.monotonic() - started
-
-    study = stores.optuna_study()
-    children = tracker.children()
-    open_runs = {r.data.tags[TUNE_ID] for r in children if r.info.status == RUNNING.upper()}
-    known = {r.data.tags[TUNE_ID] for r in children}
-    ids = [os.path.basename(r.path) for r in grid]
-    unfinished = [i for i in ids if i in open_runs or i not in known]
-    time_up = spec.budget.time_limit_s is not None and wall >= spec.budget.time_limit_s
-    total = spec.budget.num_samples * spec.seeds_per_config
-    finished = time_up or not unfinished and len(ids) >= total
-    if finished:
-        if time_up:
-            fail_running(study, "stopped by the study's time limit", TrialState.PRUNED)
-        fail_running(study, "lost: never reported back to the searcher")
-        tracker.reconcile(study)
-    states = {}
-    for t in study.get_trials(deepcopy=False):
-        states[t.state.name] = states.get(t.state.name, 0) + 1
-    result = StudyResult(finished, states, wall, sum(r.metrics.get("time_total_s", 0) for r in grid),
-                         min(spec.budget.max_concurrent, int(cpus // spec.resources.cpu) or 1))
-    summary = {f"trials_{k.lower()}": v for k, v in states.items()}
-    summary.update(wall_s=round(wall, 1), trials_s=round(result.trials_s, 1),
+    result = StudyResult(True, concurrency=min(spec.budget.max_concurrent, int(cpus // spec.resources.cpu) or 1))
+    plan = read_plan(stores)
+    if plan is None:             # the search has not finished yet
+        result.finished, result.wall_s, result.trials_s = _fit(spec, stores, tracker, resume)
+        if result.finished:
+            study = stores.optuna_study()
+            fail_running(study, "lost: never reported back to the searcher")
+            tracker.reconcile(study)
+            if spec.replicates:
+                plan = make_plan(study, spec)
+                write_plan(stores, plan)
+    if result.finished and plan == []:
+        print("replicates: no completed trial to replicate", flush=True)
+    if result.finished and plan:
+        print(f"replicates: the {spec.replicates.top_k} best configs, {spec.replicates.seeds} fresh "
+              f"seeds each ({len(plan)} trials, no early stopping)", flush=True)
+        resume_phase = (stores.replicate_experiment / "tuner.pkl").is_file()
+        result.finished, wall, trials_s = _fit(spec, stores, tracker, resume_phase, plan)
+        result.wall_s, result.trials_s = result.wall_s + wall, result.trials_s + trials_s
+    for t in stores.optuna_study().get_trials(deepcopy=False):
+        result.states[t.state.name] = result.states.get(t.state.name, 0) + 1
+    for run in tracker.children(REPLICATE):
+        state = run.data.tags.get("state", RUNNING)
+        result.replicates[state] = result.replicates.get(state, 0) + 1
+    summary = {f"trials_{k.lower()}": v for k, v in result.states.items()}
+    summary.update({f"replicates_{k}": v for k, v in result.replicates.items()})
+    summary.update(wall_s=round(result.wall_s, 1), trials_s=round(result.trials_s, 1),
                    overhead=round(result.overhead, 3))
-    tracker.end_parent("finished" if finished else "interrupted", summary)
+    tracker.end_parent("finished" if result.finished else "interrupted", summary)
     return result

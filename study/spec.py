@@ -12,6 +12,7 @@ Everything is validated here, before Ray starts; every error names the file and 
     scheduler: {grace_period: 100, reduction_factor: 2}   # ASHA on `step`; null = none
     resources: {cpu: 1, gpu: 0}           # per trial; gpu: 0.25 = four trials share a GPU
     seeds_per_config: 1
+    replicates: {top_k: 2, seeds: 3}      # after the search: the 2 best configs again, 3 fresh seeds each
     sampler: tpe                          # tpe | random | brute_force (each discrete combination once)
     sampler_seed: 0
     results_dir: results/dilation_cpu     # default ./results/<name>; <storage_path>/<name> when set
@@ -72,6 +73,12 @@ class Resources:
     gpu: float = 0
 
 
+@dataclass(frozen=True)
+class Replicates:
+    top_k: int = 2       # the best distinct configs (all searched values but the seed)
+    seeds: int = 3       # fresh training seeds each, none used by the search
+
+
 @dataclass
 class StudySpec:
     name: str
@@ -84,6 +91,7 @@ class StudySpec:
     scheduler: Scheduler | None = None
     resources: Resources = field(default_factory=Resources)
     seeds_per_config: int = 1
+    replicates: Replicates | None = None
     results_dir: Path = Path()
     sampler: str = "tpe"
     sampler_seed: int | None = None
@@ -217,6 +225,11 @@ def parse_study(data, where: str = "<study>") -> StudySpec:
     _check(where, seeds == 1 or scheduler is None,
            "'scheduler' and 'seeds_per_config' > 1 do not mix: ASHA judges single trials, so stopping "
            "one seed would prune its whole config; drop the scheduler or search the seed instead")
+    replicates = data.get("replicates")
+    if replicates is not None:
+        replicates = _section(where, Replicates, replicates, "replicates")
+        _check(where, replicates.top_k >= 1, "'replicates.top_k' must be >= 1")
+        _check(where, replicates.seeds >= 2, "'replicates.seeds' must be >= 2 (an interval needs two seeds)")
     sampler = data.get("sampler", "tpe")
     _check(where, sampler in SAMPLERS, f"'sampler' must be one of {SAMPLERS}, got {sampler!r}")
     sampler_seed = data.get("sampler_seed")
@@ -228,7 +241,7 @@ def parse_study(data, where: str = "<study>") -> StudySpec:
     results_dir = (shared or Path(data.get("results_dir") or Path("results") / name)).resolve()
     return StudySpec(name=name, base=data["base"], space=space, objectives=objectives, budget=budget,
                      trainable=trainable, overrides=dict(overrides), scheduler=scheduler,
-                     resources=resources, seeds_per_config=seeds, results_dir=results_dir,
+                     resources=resources, seeds_per_config=seeds, replicates=replicates, results_dir=results_dir,
                      sampler=sampler, sampler_seed=sampler_seed, storage=storage, source=dict(data))
 
 

@@ -1,6 +1,9 @@
 """`loopstudy status NAME`: one row per Optuna trial (the search history) joined with its MLflow
-run (the name people browse, the steps it trained). Reads the stores only; Ray need not run."""
+run (the name people browse, the steps it trained), then one row per replicate run. Reads the
+stores only; Ray need not run."""
 from __future__ import annotations
+
+import json
 
 import optuna
 
@@ -8,7 +11,7 @@ from .outcome import FROM_OPTUNA, REASON, RUNNING
 from .progress import table
 from .spec import StudySpec
 from .stores import Stores
-from .tracking import NUMBER, TUNE_ID, Tracker
+from .tracking import NUMBER, REPLICATE, TUNE_ID, Tracker
 
 HEADER = ["trial", "state", "params", "objective", "steps", "reason"]
 
@@ -36,6 +39,12 @@ def status_rows(spec: StudySpec) -> list[list[str]]:
             name = run.info.run_name if run else f"t{trial.number:03d} (no run)"
             steps = run.data.tags.get("steps", "0") if run else "-"
             rows.append([name, state, params, objective, steps, reason])
+    metric = spec.metrics[0]
+    for run in sorted(Tracker(stores).children(REPLICATE), key=lambda r: r.info.run_name):
+        tags, value = run.data.tags, run.data.metrics.get(metric)
+        params = " ".join(f"{k.rsplit('.', 1)[-1]}={_fmt(v)}" for k, v in json.loads(tags.get("sampled", "{}")).items())
+        rows.append([run.info.run_name, f"replicate {tags.get('state', RUNNING)}", params,
+                     _fmt(value) if value is not None else "-", tags.get("steps", "0"), tags.get(REASON, "")])
     return rows
 
 
@@ -66,5 +75,26 @@ def best_summary(spec: StudySpec) -> str:
         values = ", ".join(f"{o.metric}={_fmt(v)}" for o, v in zip(spec.objectives, trial.values))
         config = stores.experiment / run.data.tags[TUNE_ID] / "config.yaml" if run else "-"
         lines.append(f"  {name}: {values}\n    config: {config}")
+    lines += _replicate_lines(stores)
     lines.append(f"browse it: loopstudy ui {spec.results_dir}   (Optuna: add --optuna)")
     return "\n".join(lines)
+
+
+def _replicate_lines(stores: Stores) -> list[str]:
+    """Each replicated config's mean and 90% interval over its fresh seeds, and the verdict."""
+    from analysis import replicates
+    from analysis.trials import load_study as load_record
+
+    record = load_record(stores)
+    if not record.replicates:
+        return []
+    lines = ["replicates (fresh seeds, mean [90% interval]):"]
+    for group in replicates.groups(record):
+        lo, hi = replicates.interval(group.values)
+        lines.append(f"  {group.key}: {_fmt(group.mean)} [{_fmt(lo)}, {_fmt(hi)}] over {len(group.values)} seeds")
+    verdict = replicates.compare_best(record)
+    if verdict:
+        lines.append(f"  best vs runner-up: {'distinguishable' if verdict['distinguishable'] else 'not distinguishable'}"
+                     f" (difference {_fmt(verdict['difference'])}, 90% interval "
+                     f"[{_fmt(verdict['interval'][0])}, {_fmt(verdict['interval'][1])}])")
+    return lines

@@ -105,6 +105,11 @@ class Stores:
         return self.ray / self.name
 
     @property
+    def replicate_experiment(self) -> Path:
+        """Ray's experiment folder of the replicate phase (study/replicates.py)."""
+        return self.ray / f"{self.name}-replicates"
+
+    @property
     def optuna_url(self) -> str:
         return self.storage.optuna or f"sqlite:///{self.root / 'optuna.db'}"
 

@@ -23,14 +23,14 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from ray.tune import Callback
 
-from trainables.config import Config
 from trainables.ray_adapter import trial_config
 
 from .outcome import FAILED, FROM_OPTUNA, MLFLOW_STATUS, REASON, RUNNING, classify
 from .stores import Stores
 
 ROLE, TUNE_ID, NUMBER = "loopstudy_role", "tune_trial_id", "optuna_trial"
-SHORT = {"training.learning_rate": "lr", "training.loop_dilation": "s", "training.n_loop_window": "T",
+TRIAL, REPLICATE = "trial", "replicate"        # ROLE of a search trial's run, of a replicate's
+SHORT = {"training.learning_rate": "lr", "training.seed": "seed", "training.loop_dilation": "s", "training.n_loop_window": "T",
          "curriculum.loops.end": "b", "model.n_embd": "D", "model.n_layer": "L"}
 VERSIONED = ("torch", "ray", "optuna", "mlflow", "numpy")
 
@@ -39,15 +39,21 @@ def _fmt(value) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
-def trial_name(number: int, config: Config, sampled: dict, repeat: int | None = None) -> str:
-    """`t007 s=2 T=15 b=60 D=64` (looped) or `t007 L=12 D=256`, plus other sampled values."""
+def trial_name(tune_config: dict) -> str:
+    """`t007 s=2 T=15 b=60 D=64` (looped) or `t007 L=12 D=256`, plus other sampled values;
+    `t007r1 ...` for the second seed of a config, `t007.rep1 ... seed=12` for a replicate."""
+    config, sampled, number = trial_config(tune_config), tune_config["sampled"], tune_config["trial"]
     m, tr = config.model, config.training
     shown = {"s": tr.loop_dilation, "T": tr.n_loop_window, "b": config.n_loops} \
         if m.family == "looped" else {"L": m.n_layer}
     shown["D"] = m.n_embd
     for key, value in sampled.items():
         shown.setdefault(SHORT.get(key, key.rsplit(".", 1)[-1]), value)
-    label = f"t{number:03d}" + ("" if repeat is None else f"r{repeat}")
+    label = f"t{number:03d}"
+    if tune_config.get("phase") == REPLICATE:
+        label += f".rep{tune_config['repeat']}"
+    elif tune_config["repeats"] > 1:
+        label += f"r{tune_config['repeat']}"
     return " ".join([label] + [f"{k}={_fmt(v)}" for k, v in shown.items()])
 
 
@@ -100,8 +106,9 @@ class Tracker:
         where = " and ".join(f"tags.{k} = '{v}'" for k, v in tags.items())
         return list(self.client.search_runs([self.experiment_id], where, max_results=10_000))
 
-    def children(self) -> list:
-        return self._find(**{ROLE: "trial"})
+    def children(self, role: str = TRIAL) -> list:
+        """The runs of the search's trials (or of the replicates, role=REPLICATE)."""
+        return self._find(**{ROLE: role})
 
     # ------------------------------------------------------------ the study's parent run
 
@@ -166,12 +173,11 @@ class Tracker:
 
     def _create_child(self, tune_id: str, tune_config: dict) -> str:
         config = trial_config(tune_config)
-        number, repeat, sampled = tune_config["trial"], tune_config["repeat"], tune_config["sampled"]
-        tags = {"mlflow.parentRunId": self.parent_id(), ROLE: "trial", TUNE_ID: tune_id,
-                NUMBER: str(number), "repeat": str(repeat), "state": RUNNING, "steps": "0",
-                "sampled": json.dumps(sampled)}
-        name = trial_name(number, config, sampled, repeat if tune_config["repeats"] > 1 else None)
-        run_id = self.client.create_run(self.experiment_id, run_name=name, tags=tags).info.run_id
+        tags = {"mlflow.parentRunId": self.parent_id(), ROLE: tune_config.get("phase", TRIAL),
+                TUNE_ID: tune_id, NUMBER: str(tune_config["trial"]), "repeat": str(tune_config["repeat"]),
+                "state": RUNNING, "steps": "0", "sampled": json.dumps(tune_config["sampled"])}
+        run_id = self.client.create_run(self.experiment_id, run_name=trial_name(tune_config),
+                                        tags=tags).info.run_id
         params = [Param(k, str(v)) for k, v in config.flat().items()]
         for chunk in _batched(params):
             self.client.log_batch(run_id, params=chunk)

@@ -7,8 +7,8 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from analysis.export import to_reference
-from analysis.replicates import compare_best
+from analysis.export import scale_full, to_reference
+from analysis.replicates import compare_best, groups, ranked_for_export
 from analysis.report import write_report
 from analysis.trials import StudyRecord, Trial, load_study
 from study.spec import load_study as load_spec
@@ -27,16 +27,21 @@ REFERENCE_TRAINING = {"seed", "task_name", "use_fixed_dataset", "train_size", "t
                       "add_inputs_embeds", "test_idx"}
 
 
-def cli(*args, cwd):
-    done = subprocess.run([sys.executable, "-m", "study.cli", *args], cwd=cwd, capture_output=True,
+def run_cli(*args, cwd) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "study.cli", *args], cwd=cwd, capture_output=True,
                           text=True, timeout=600, env={**__import__("os").environ, "PYTHONPATH": str(REPO)})
+
+
+def cli(*args, cwd) -> str:
+    done = run_cli(*args, cwd=cwd)
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
 
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
-    """A dilation study, s in {1, 2}, two seeds per config, trained to the end (no ASHA)."""
+    """A dilation study, s in {1, 2}, two seeds per config, trained to the end (no ASHA), then
+    both configs replicated with two fresh seeds."""
     root = tmp_path_factory.mktemp("analysis")
     study = {"name": "an", "base": "paper_linear_regression_looped_cpu",
              "overrides": {"model.n_embd": 16, "model.n_head": 2, "training.train_steps": 30,
@@ -45,7 +50,7 @@ def finished(tmp_path_factory):
              "space": {"training.loop_dilation": {"categorical": [1, 2]}, "curriculum.loops.start": None},
              "objectives": [{"metric": "eval/err_last", "mode": "min"}],
              "budget": {"num_samples": 2, "max_concurrent": 2}, "seeds_per_config": 2,
-             "sampler_seed": 0, "results_dir": str(root / "an")}
+             "replicates": {"top_k": 2, "seeds": 2}, "sampler_seed": 0, "results_dir": str(root / "an")}
     (root / "an.yaml").write_text(yaml.safe_dump(study))
     cli("run", str(root / "an.yaml"), cwd=root)
     return root, load_spec(root / "an" / "study.yaml")
@@ -55,6 +60,7 @@ def test_report_figures_show_the_expected_series(finished, tmp_path):
     root, spec = finished
     record = load_study(Stores(spec.results_dir, spec.name))
     assert len(record.trials) == 4 and record.by_state() == {"completed": 4}
+    assert len(record.replicates) == 4 and {t.state for t in record.replicates} == {"completed"}
     values = {t.sampled["training.loop_dilation"] for t in record.trials}
     data = write_report(record, spec.space.params, "an.yaml", tmp_path)
     curves = data["curves_loop_dilation.png"]
@@ -69,11 +75,21 @@ def test_report_figures_show_the_expected_series(finished, tmp_path):
     assert flags["range"] == [1, 2] and flags["on_boundary"]  # with two choices the best is an edge
     assert len(data["learning_curves.png"]["series"]) == 4
     assert all(len(h) == 3 for h in data["learning_curves.png"]["series"].values())  # steps 10, 20, 30
-    for png in ("curves_loop_dilation.png", "fixed_point.png", "objective_by_param.png", "learning_curves.png"):
+    for png in ("curves_loop_dilation.png", "fixed_point.png", "objective_by_param.png", "learning_curves.png",
+                "replicates.png"):
         assert (tmp_path / png).stat().st_size > 10_000
     text = (tmp_path / "report.md").read_text()
-    assert "4 completed" in text and "loopstudy run an.yaml --results results/an-rerun" in text and "Seed replicates" in text
-    assert text.count("| s=") + text.count("| loop_dilation=") >= 2  # a row per replicated config
+    assert "4 completed" in text and "loopstudy run an.yaml --results results/an-rerun" in text
+    assert "trained again with fresh seeds" in text and text.count("| s=") == 2  # a row per replicated config
+    shown = data["replicates.png"]["series"]
+    assert set(shown) == {"s=1", "s=2"}
+    for key, series in shown.items():
+        runs = [t for t in record.replicates if f"s={t.sampled['training.loop_dilation']}" == key]
+        assert sorted(series["values"]) == sorted(t.value("eval/err_last") for t in runs)
+        assert {t.config.training.seed for t in runs} == {44, 45}      # the search used 42 and 43
+        search = [t.value("eval/err_last") for t in record.trials if t.number == runs[0].number]
+        assert series["search_value"] == pytest.approx(sum(search) / 2)
+        assert series["interval"][0] <= series["mean"] <= series["interval"][1]
 
 
 def test_report_command_logs_to_the_parent_run(finished):
@@ -92,9 +108,11 @@ def test_exported_configs_load_and_train(finished, tmp_path):
     paths = [Path(p) for p in out.split()]
     assert len(paths) == 2
     record = load_study(Stores(spec.results_dir, spec.name))
-    best = record.ranked()[0]
+    winner = groups(record)[0].number                      # by replicate mean, not by one lucky seed
+    best = next(t for t in record.ranked() if t.number == winner)
     config = load_config(paths[0])
     assert config == best.config                          # the winner, exactly as it trained
+    assert "replicate mean" in paths[0].read_text().splitlines()[0]
     short = load_config(paths[0], ["training.train_steps=3", "training.eval_every=3"])
     assert train(short, out_dir=tmp_path / "rerun")["step"] == 3
 
@@ -117,12 +135,16 @@ def test_reference_export_has_exactly_the_reference_layout(finished, tmp_path):
 
 def test_scale_full_keeps_the_searched_values(finished, tmp_path):
     root, spec = finished
-    out = cli("export", "an", "--results-root", str(root), "--scale", "full", "--out", str(tmp_path), cwd=root)
-    config = load_config(Path(out.split()[0]))
-    best = load_study(Stores(spec.results_dir, spec.name)).ranked()[0]
+    record = load_study(Stores(spec.results_dir, spec.name))
+    plain = next(t for t in record.trials if t.sampled["training.loop_dilation"] == 1)
+    config = scale_full(spec.base, plain.sampled)
     assert (config.model.n_dims, config.curriculum.points.end, config.training.train_steps) == (20, 41, 500_000)
-    assert config.training.loop_dilation == best.sampled["training.loop_dilation"]
-    assert config.model.n_embd == 256
+    assert config.training.loop_dilation == 1 and config.model.n_embd == 256
+    # s=2 needs loops to start at T*s = 30 > the full-size budget b = 20: refused, naming the fields
+    done = run_cli("export", "an", "--results-root", str(root), "--scale", "full", "--top", "2",
+                   "--out", str(tmp_path), cwd=root)
+    assert done.returncode != 0 and "'curriculum.loops.end' (20) must be >= 'curriculum.loops.start' (30)" in done.stderr
+
 
 
 def _record(groups: dict[str, list[float]]) -> StudyRecord:
@@ -137,7 +159,7 @@ def _record(groups: dict[str, list[float]]) -> StudyRecord:
 
 def test_replicates_tell_a_known_difference_from_none():
     clear = compare_best(_record({1: [0.10, 0.11, 0.09, 0.10], 2: [0.30, 0.29, 0.31, 0.30]}))
-    assert clear["best"] == "loop_dilation=1" and clear["distinguishable"]
+    assert clear["best"] == "s=1" and clear["distinguishable"]
     assert clear["interval"][1] < 0 < 0.25
     noisy = compare_best(_record({1: [0.10, 0.30, 0.12, 0.28], 2: [0.11, 0.29, 0.13, 0.31]}))
     assert not noisy["distinguishable"]

@@ -211,3 +211,54 @@ def test_multi_objective_study_marks_the_pareto_set(tmp_path):
         assert trial.values[0] == pytest.approx(sum(errors) / 2)
         assert trial.values[1] == pytest.approx(runs[0].data.metrics["compute/gflop_per_step"])
     assert "Pareto set:" in done.stdout
+
+
+def _replicate_runs(folder: Path, name: str) -> list:
+    if not (folder / "replicates.yaml").is_file():   # planned after the search (MLflow's tables exist)
+        return []
+    client = MlflowClient(f"sqlite:///{folder / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name(name)
+    return [] if experiment is None else list(client.search_runs(
+        [experiment.experiment_id], "tags.loopstudy_role = 'replicate'"))
+
+
+def test_replicates_rerun_the_best_configs_with_fresh_seeds_after_an_interrupt(tmp_path):
+    name = "replicated"
+    path = write_study(tmp_path, name, budget={"num_samples": 3, "max_concurrent": 2}, scheduler=None,
+                       overrides={**TINY, "training.train_steps": 60}, replicates={"top_k": 2, "seeds": 2})
+    folder = tmp_path / name
+    driver = subprocess.Popen([sys.executable, "-m", "study.cli", "run", str(path)], cwd=tmp_path,
+                              env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 240
+    while not _replicate_runs(folder, name) and driver.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert driver.poll() is None, "the study ended before its replicate phase could be interrupted"
+    driver.send_signal(signal.SIGINT)                 # in the middle of the replicate phase
+    output, _ = driver.communicate(timeout=120)
+    assert driver.returncode == 130 and f"loopstudy resume {name}" in output, output
+    assert len(_replicate_runs(folder, name)) < 4 or any(r.info.status == "RUNNING" for r in _replicate_runs(folder, name))
+
+    resumed = cli("resume", name, "--results-root", str(tmp_path), cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    study, client, _, children = assert_accounted(folder, name, 3)    # replicates are not search trials
+    replicas = _replicate_runs(folder, name)
+    assert len(replicas) == 4 and len({r.data.tags["tune_trial_id"] for r in replicas}) == 4
+    best_two = sorted(study.trials, key=lambda t: t.value)[:2]       # three distinct lr draws
+    assert {int(r.data.tags["optuna_trial"]) for r in replicas} == {t.number for t in best_two}
+    search_seeds = {r.data.params["training.seed"] for r in children}
+    assert search_seeds == {"42"}
+    for trial in best_two:
+        runs = [r for r in replicas if int(r.data.tags["optuna_trial"]) == trial.number]
+        assert sorted(r.data.params["training.seed"] for r in runs) == ["43", "44"]   # fresh seeds
+        for run in runs:
+            assert float(run.data.params["training.learning_rate"]) == trial.params["training.learning_rate"]
+            assert run.data.params["training.loop_dilation"] == str(trial.params["training.loop_dilation"])
+            assert run.info.status == "FINISHED" and run.data.tags["state"] == "completed"
+            assert run.info.run_name.startswith(f"t{trial.number:03d}.rep") and "seed=4" in run.info.run_name
+            steps = [m.step for m in client.get_metric_history(run.info.run_id, "eval/err_last")]
+            assert steps == [10, 20, 30, 40, 50, 60]                  # resumed, nothing logged twice
+    assert "replicates (fresh seeds, mean [90% interval]):" in resumed.stdout
+    assert "best vs runner-up:" in resumed.stdout
+    status = cli("status", name, "--results-root", str(tmp_path), cwd=tmp_path).stdout
+    assert "4 replicate completed" in status
+    assert all(r.info.run_name in status for r in replicas)

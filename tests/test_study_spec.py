@@ -73,6 +73,10 @@ def test_the_kept_copy_reads_back_the_same(tmp_path):
     ({"seeds_per_config": 0}, "'seeds_per_config' must be an integer >= 1"),
     ({"sampler": "grid"}, "'sampler' must be one of"),
     ({"seeds_per_config": 2}, "'scheduler' and 'seeds_per_config' > 1 do not mix"),
+    ({"replicates": 3}, "'replicates' must be a mapping"),
+    ({"replicates": {"seeds": 1}}, r"'replicates.seeds' must be >= 2 \(an interval needs two seeds\)"),
+    ({"replicates": {"top_k": 0}}, "'replicates.top_k' must be >= 1"),
+    ({"replicates": {"topk": 2}}, "unknown field 'replicates.topk'; did you mean 'replicates.top_k'"),
 ])
 def test_invalid_studies_name_the_file_and_field(tmp_path, changes, message):
     path = tmp_path / "bad.yaml"

@@ -3,7 +3,7 @@
 starting from the seed trainer (commit 94c7dce), all in one process with the same weights.
 
   seed       fused SDPA attention everywhere, no_grad loop prefix from Y_0 = zeros, per-tensor Adam
-  +attn      explicit baddbmm/softmax/bmm attention wherever autograd differentiates it (CPU)
+  +attn      explicit baddbmm/softmax/bmm attention for bfloat16 on CPU (fused SDPA stays in fp32)
   +infer     loop prefix under torch.inference_mode, first iteration fed P directly
   +foreach   multi-tensor Adam (bitwise identical on CPU)     (= the current trainer)
 

@@ -41,13 +41,13 @@ def _causal_bias(seq: int, dtype: torch.dtype, device: torch.device) -> torch.Te
 def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """softmax(q k^T / sqrt(head_dim) + causal mask) v for [batch, heads, seq, head_dim] inputs.
 
-    On CPU, PyTorch's fused kernel (flash attention) is a good forward-only choice, but its
-    backward is slower than explicit batched matmuls at these sizes (head_dim 8-32, 22-82
-    tokens; torch 2.13, bench/): about 4x in bfloat16, and 5-20% of a whole fp32 training step
-    with 2 threads. Wherever autograd will differentiate through it, the same formula runs as
-    baddbmm + softmax + bmm. GPUs keep the fused kernel.
+    PyTorch's fused kernel (flash attention) is the faster one on CPU in float32 at these sizes
+    (head_dim 8-16, 22-82 tokens; torch 2.13, 1 thread: a D128 b20 training step 1.18x faster
+    than with explicit matmuls), but in bfloat16 it is the slower one: about 6x forward and
+    backward together, 1.1-1.3x in the forward alone. bfloat16 on CPU therefore runs the same
+    formula as baddbmm + softmax + bmm (bench/ablation.py, +attn). GPUs keep the fused kernel.
     """
-    if q.device.type == "cpu" and torch.is_grad_enabled() and q.requires_grad:
+    if q.device.type == "cpu" and q.dtype == torch.bfloat16:
         batch, heads, seq, head_dim = q.shape
         q, k, v = (t.reshape(batch * heads, seq, head_dim) for t in (q, k, v))
         scores = torch.baddbmm(_causal_bias(seq, q.dtype, q.device), q, k.transpose(1, 2),

@@ -82,7 +82,8 @@ def fixed_point(record: StudyRecord, param: str | None, path: Path, top: int = 5
         ax.plot(range(1, len(curve) + 1), curve, f"C{i}-", label=label)
         ax.axvline(trial.config.n_loops, color=f"C{i}", ls=":", lw=1)
         plotted[value] = {"trial": trial.name, "b": trial.config.n_loops, "curve": curve}
-    ax.set(xlabel="loop iteration (dotted: trained b)", ylabel="error at the last point", yscale="log",
+    _scale_y(ax, [v for series in plotted.values() for v in series["curve"]])
+    ax.set(xlabel="loop iteration (dotted: trained b)", ylabel="error at the last point",
            title="fixed point beyond the trained b?")
     if plotted:
         ax.legend(fontsize=7)
@@ -109,7 +110,7 @@ def objective_by_param(record: StudyRecord, ranges: dict[str, tuple], path: Path
         if 0 < len(seen) <= 8:
             ax.set_xticks(seen)
         low, high = ranges[param]
-        on_edge = best is not None and best.sampled.get(param) in (low, high)
+        on_edge = best is not None and low != high and best.sampled.get(param) in (low, high)
         flags[param] = {"range": [low, high], "best": best.sampled.get(param) if best else None,
                         "on_boundary": on_edge}
         title = SCIENTIFIC.get(param, param) + ("\nbest on the range's edge: widen it?" if on_edge else "")
@@ -186,4 +187,22 @@ def replicates(groups: list, search_values: dict[int, float], metric: str, path:
     ax.set(xlabel=metric, title="Seed replicates (best config on top)")
     ax.legend(fontsize=8, loc="best")
     _save(fig, path)
+    return {"series": plotted}
+
+
+def probe_by_state(record: StudyRecord, path: Path) -> dict | None:
+    """The seed's Figure 1 from a probe study: each completed trial's probe error per layer or
+    loop iteration (standard and looped side by side), its control dashed; None without probes."""
+    from trainables.plots import plot_probe
+
+    summaries, plotted = [], {}
+    for trial in record.ranked():
+        summary = record.artifact_json(trial, "probe/summary.json")
+        if summary:
+            summaries.append({**summary, "label": f"{trial.name.split()[0]} {summary['label']}"})
+            plotted[trial.name] = {"family": summary["family"], "err": summary["err"],
+                                   "control_err": summary.get("control_err")}
+    if not summaries:
+        return None
+    plot_probe(summaries, path)
     return {"series": plotted}

@@ -57,6 +57,13 @@ def write_report(record: StudyRecord, space_params: dict, study_file: str, out: 
         lines += [f"## Error vs in-context examples by {figures.SCIENTIFIC[param]}", "",
                   f"Best completed trial per value, 90% bootstrap band over held-out prompts.{missing}", "",
                   f"![]({name})", ""]
+    probes = figures.probe_by_state(record, out / "probe.png")
+    if probes:
+        data["probe.png"] = probes
+        lines += ["## Probe error per layer / loop iteration", "",
+                  "Each completed trial's probes (best first), fitted after training; the control task "
+                  "(dashed) measures what a probe decodes without the model knowing the target.", "",
+                  "![](probe.png)", ""]
     primary = scientific[0] if scientific else None
     data["fixed_point.png"] = figures.fixed_point(record, primary, out / "fixed_point.png")
     lines += ["## Last-point error vs loop iteration", "", "![](fixed_point.png)", ""]

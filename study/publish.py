@@ -11,7 +11,7 @@ from analysis.replicates import groups, ranked_for_export
 from analysis.report import write_report
 from analysis.trials import load_study as load_record
 
-from .spec import StudyError, StudySpec
+from .spec import BASE, StudyError, StudySpec
 from .stores import Stores
 from .tracking import Tracker
 
@@ -49,7 +49,8 @@ def export(spec: StudySpec, top: int = 1, fmt: str = "loopstudy", scale: str | N
     fixed = {name: p.value for name, p in spec.space.params.items() if p.kind == "fixed"}
     written = []
     for rank, trial in enumerate(ranked[:top], 1):
-        config = scale_full(spec.base, {**fixed, **trial.sampled}) if scale else trial.config
+        sampled = {k: v for k, v in trial.sampled.items() if k != BASE}
+        config = scale_full(trial.sampled.get(BASE, spec.bases[0]), {**fixed, **sampled}) if scale else trial.config
         label = trial.name.split()[0] + ("_full" if scale else "")
         if fmt == "reference":
             text = yaml.safe_dump(to_reference(config, out_dir=f"./results/{spec.name}_{label}"), sort_keys=False)

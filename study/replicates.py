@@ -18,6 +18,9 @@ import yaml
 from optuna.trial import TrialState
 from ray.tune.search import Searcher
 
+from trainables.config import load_config
+
+from .spec import BASE
 from .stores import Stores
 
 SEED = "training.seed"
@@ -37,12 +40,18 @@ def make_plan(study: optuna.Study, spec) -> list[dict]:
         if key not in seen and len(chosen) < spec.replicates.top_k:
             seen.add(key)
             chosen.append((trial.number, sampled))
-    default_seed = fixed.get(SEED, spec.config.training.seed)
-    used = {t.params.get(SEED, default_seed) + r for t in study.get_trials(deepcopy=False)
-            for r in range(spec.seeds_per_config)} | {default_seed}
+    defaults = {base: fixed.get(SEED, load_config(base, spec.overrides).training.seed) for base in spec.bases}
+    used = {t.params.get(SEED, defaults[t.params.get(BASE, spec.bases[0])]) + r
+            for t in study.get_trials(deepcopy=False) for r in range(spec.seeds_per_config)}
+    used |= set(defaults.values())
     seeds = range(max(used) + 1, max(used) + 1 + spec.replicates.seeds)
-    return [{"params": {**fixed, **sampled, SEED: seed}, "sampled": {**sampled, SEED: seed},
-             "trial": number, "repeat": i} for number, sampled in chosen for i, seed in enumerate(seeds)]
+    plan = []
+    for number, sampled in chosen:
+        params = {k: v for k, v in sampled.items() if k != BASE}
+        base = {BASE: sampled[BASE]} if BASE in sampled else {}
+        plan += [{"params": {**fixed, **params, SEED: seed}, "sampled": {**sampled, SEED: seed},
+                  "trial": number, "repeat": i, **base} for i, seed in enumerate(seeds)]
+    return plan
 
 
 def write_plan(stores: Stores, plan: list[dict]) -> None:

@@ -1,5 +1,6 @@
 """Run and resume a study on Ray Tune: OptunaSearch on a persistent Optuna storage, ASHA on
-the trainer's `step`, checkpoints at evaluations, retries, our MLflow layout.
+the trainer's `step`, checkpoints at evaluations, retries, our MLflow layout; then, when the
+study asks for it, the replicate phase (study/replicates.py) as a second Tune experiment.
 
 The driver starts a local Ray, or joins the cluster in RAY_ADDRESS (set for a Ray Job's
 driver by `loopstudy submit`); on a cluster every node is first checked against the stores.
@@ -79,7 +80,7 @@ def _tuner(spec: StudySpec, stores: Stores, tracker: Tracker, resume: bool, plan
 
     experiment = stores.experiment if plan is None else stores.replicate_experiment
     trainable = tune.with_resources(_adapter(spec), {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
-    param_space = {"base": spec.base, "overrides": spec.overrides, "run_root": str(experiment),
+    param_space = {"base": spec.bases[0], "overrides": spec.overrides, "run_root": str(experiment),
                    "repeats": spec.seeds_per_config, "phase": TRIAL if plan is None else REPLICATE}
     if resume:
         return tune.Tuner.restore(str(experiment), trainable, resume_errored=True, param_space=param_space)
@@ -87,7 +88,7 @@ def _tuner(spec: StudySpec, stores: Stores, tracker: Tracker, resume: bool, plan
     if plan is not None:
         searcher, total = PlannedTrials(plan, spec.metrics[0], spec.modes[0]), len(plan)
     else:
-        searcher = StudySearch(spec.space.sampler(spec.base, spec.overrides), metrics=spec.metrics,
+        searcher = StudySearch(spec.define_by_run(), metrics=spec.metrics,
                                modes=spec.modes, storage=stores.optuna_storage(), study_name=spec.name,
                                max_steps=spec.max_steps, seeds_per_config=spec.seeds_per_config,
                                base_seed=spec.config.training.seed, sampler=spec.sampler,

@@ -9,8 +9,8 @@ Over Ray's OptunaSearch this adds:
 - on restore, RUNNING Optuna trials that no restored Tune trial owns (asked after the last
   state snapshot of a killed driver) are marked FAIL with a reason;
 - the Tune config of a trial is {"params": all dotted overrides of the space, "sampled": the
-  drawn ones, "trial": Optuna trial number, "repeat": index}, merged by Tune with the study's
-  constant param_space.
+  drawn ones, "trial": Optuna trial number, "repeat": index, and "base" when the study draws
+  one of several}, merged by Tune with the study's constant param_space.
 """
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
 from .outcome import COMPLETED, FAILED, OPTUNA_STATE, PRUNED, REASON, classify, objective_values
+from .spec import BASE
 
 logger = logging.getLogger(__name__)
 MAX_REJECTED_DRAWS = 100
@@ -92,7 +93,9 @@ class StudySearch(OptunaSearch):
             params = {**params, "training.seed": params.get("training.seed", self._base_seed) + repeat}
         self._number[trial_id] = number
         self._ended[number][trial_id] = None
-        return {"params": params, "sampled": sampled, "trial": number, "repeat": repeat}
+        base = {BASE: params[BASE]} if BASE in params else {}     # a drawn base replaces the study's
+        params = {k: v for k, v in params.items() if k != BASE}
+        return {"params": params, "sampled": sampled, "trial": number, "repeat": repeat, **base}
 
     # ------------------------------------------------------------ telling
 

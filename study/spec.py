@@ -3,8 +3,9 @@
 Everything is validated here, before Ray starts; every error names the file and the field.
 
     name: dilation_cpu
-    trainable: train                      # or probe
-    base: seed_dilation_cpu               # preset name or config YAML path
+    trainable: train                      # or probe: train, then fit probes to every state
+    base: seed_dilation_cpu               # preset name or config YAML path; a list of them is
+                                          # searched as one more categorical ("base")
     overrides: {training.train_steps: 600}
     space: dilation                       # a shipped space, or an inline mapping
     objectives: [{metric: eval/err_last, mode: min}]
@@ -40,6 +41,11 @@ SAMPLERS = ("tpe", "random", "brute_force")
 # what `trainables.train` reports; objectives must be among them
 TRAIN_METRICS = ("eval/err_last", "eval/err_mean", "train/loss", "compute/gflop_per_step",
                  "perf/steps_per_s")
+# what the probe trainable reports once probing (its training reports TRAIN_METRICS first)
+PROBE_METRICS = ("probe/err_min", "probe/err_argmin", "probe/err_first_state", "probe/err_last_state",
+                 "probe/control_err_min", "probe/selectivity")
+METRICS = {"train": TRAIN_METRICS, "probe": PROBE_METRICS}
+BASE = "base"                 # the searched choice among several bases
 STUDY_FILE = "study.yaml"     # the copy kept in the results folder, for resume and status
 
 
@@ -82,7 +88,7 @@ class Replicates:
 @dataclass
 class StudySpec:
     name: str
-    base: str
+    base: str | list[str]
     space: search_spaces.Space
     objectives: list[Objective]
     budget: Budget
@@ -99,13 +105,31 @@ class StudySpec:
     source: dict = field(default_factory=dict)     # the file's mapping, as written
 
     @property
+    def bases(self) -> list[str]:
+        return self.base if isinstance(self.base, list) else [self.base]
+
+    @property
     def config(self) -> Config:
-        """The base config with the study's overrides (before any sampled value)."""
-        return load_config(self.base, self.overrides)
+        """The (first) base config with the study's overrides (before any sampled value)."""
+        return load_config(self.bases[0], self.overrides)
 
     @property
     def max_steps(self) -> int:
-        return self.config.training.train_steps
+        """A trial's last `step`: its training steps, and then its probe steps for `probe`."""
+        return max_steps(self.trainable, self.config)
+
+    def define_by_run(self):
+        """The searcher's define-by-run function over the space; with several bases the base
+        is drawn first (a categorical named "base") and the space is sampled for it."""
+        samplers = {base: self.space.sampler(base, self.overrides) for base in self.bases}
+        if len(self.bases) == 1:
+            return samplers[self.bases[0]]
+
+        def define_by_run(trial) -> dict:
+            base = trial.suggest_categorical(BASE, self.bases)
+            return {BASE: base, **samplers[base](trial)}
+
+        return define_by_run
 
     @property
     def metrics(self) -> list[str]:
@@ -156,6 +180,10 @@ def _section(where: str, cls, data, name: str):
                   for key, value in data.items()})
 
 
+def max_steps(trainable: str, config: Config) -> int:
+    return config.training.train_steps + (config.probe.steps if trainable == "probe" else 0)
+
+
 def _check(where: str, ok: bool, message: str) -> None:
     if not ok:
         raise StudyError(f"{where}: {message}")
@@ -180,14 +208,26 @@ def parse_study(data, where: str = "<study>") -> StudySpec:
            f"'trainable': this version of trainables has no '{trainable}'")
     overrides = data.get("overrides") or {}
     _check(where, isinstance(overrides, dict), "'overrides' must map dotted config fields to values")
-    try:
-        config = load_config(data["base"], overrides)
-    except ConfigError as exc:
-        raise StudyError(f"{where}: 'base'/'overrides': {exc}") from None
+    bases = data["base"] if isinstance(data["base"], list) else [data["base"]]
+    _check(where, bases and all(isinstance(b, str) for b in bases) and len(set(bases)) == len(bases),
+           "'base' must be a preset name or a config YAML path, or a list of distinct ones, "
+           f"got {data['base']!r}")
+    configs = {}
+    for base in bases:
+        try:
+            configs[base] = load_config(base, overrides)
+        except ConfigError as exc:
+            raise StudyError(f"{where}: 'base'/'overrides': {exc}") from None
+    steps = {base: max_steps(trainable, c) for base, c in configs.items()}
+    _check(where, len(set(steps.values())) == 1,
+           f"'base': the bases run different step counts {steps}; set training.train_steps "
+           "(and probe.steps) in 'overrides'")
+    config = configs[bases[0]]
 
     try:
         space = search_spaces.load_space(data["space"])
-        space.check(data["base"], overrides)
+        for base in bases:
+            space.check(base, overrides)
     except search_spaces.SpaceError as exc:
         raise StudyError(f"{where}: 'space': {exc}") from None
 
@@ -197,8 +237,8 @@ def parse_study(data, where: str = "<study>") -> StudySpec:
     objectives = [_section(where, Objective, o, f"objectives[{i}]") for i, o in enumerate(objectives)]
     for i, o in enumerate(objectives):
         _check(where, o.mode in ("min", "max"), f"'objectives[{i}].mode' must be min or max, got {o.mode!r}")
-        _check(where, trainable != "train" or o.metric in TRAIN_METRICS,
-               f"'objectives[{i}].metric' {o.metric!r} is not reported by train ({', '.join(TRAIN_METRICS)})")
+        _check(where, o.metric in METRICS[trainable], f"'objectives[{i}].metric' {o.metric!r} is not "
+               f"reported by {trainable} ({', '.join(METRICS[trainable])})")
 
     budget = _section(where, Budget, data["budget"], "budget")
     _check(where, budget.num_samples >= 1, "'budget.num_samples' must be >= 1")
@@ -209,9 +249,10 @@ def parse_study(data, where: str = "<study>") -> StudySpec:
     scheduler = data.get("scheduler")
     if scheduler is not None:
         scheduler = _section(where, Scheduler, scheduler, "scheduler")
-        steps = config.training.train_steps
+        steps = max_steps(trainable, config)
         _check(where, 1 <= scheduler.grace_period < steps,
-               f"'scheduler.grace_period' must be in [1, training.train_steps={steps}), got {scheduler.grace_period}")
+               f"'scheduler.grace_period' must be in [1, {'the training and probe steps' if trainable == 'probe' else 'training.train_steps'}"
+               f"={steps}), got {scheduler.grace_period}")
         _check(where, scheduler.reduction_factor >= 2, "'scheduler.reduction_factor' must be >= 2")
 
     resources = _section(where, Resources, data.get("resources") or {}, "resources")
@@ -258,10 +299,11 @@ def load_study(path: str | Path) -> StudySpec:
     """A study file; a relative `base` YAML path is taken relative to the study file."""
     path = Path(path)
     data = _read(path)
-    if isinstance(data, dict) and isinstance(data.get("base"), str):
-        beside = path.parent / data["base"]
-        if beside.suffix in (".yaml", ".yml") and beside.is_file():
-            data["base"] = str(beside.resolve())
+    if isinstance(data, dict) and isinstance(data.get("base"), (str, list)):
+        given = data["base"] if isinstance(data["base"], list) else [data["base"]]
+        bases = [str((path.parent / b).resolve()) if isinstance(b, str) and b.endswith((".yaml", ".yml"))
+                 and (path.parent / b).is_file() else b for b in given]
+        data["base"] = bases if isinstance(data["base"], list) else bases[0]
     return parse_study(data, str(path))
 
 

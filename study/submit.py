@@ -39,11 +39,15 @@ def client(address: str):
 
 
 def _stage(spec: StudySpec, folder: Path) -> None:
-    """The job's working folder: study.yaml with its storage resolved, and a base config file."""
+    """The job's working folder: study.yaml with its storage resolved, and the base config files."""
     source = dict(spec.source)
-    if Path(spec.base).suffix in (".yaml", ".yml"):
-        shutil.copy(spec.base, folder / "base.yaml")
-        source["base"] = "base.yaml"
+    bases = []
+    for i, base in enumerate(spec.bases):
+        if Path(base).suffix in (".yaml", ".yml"):
+            shutil.copy(base, folder / f"base{i}.yaml")
+            base = f"base{i}.yaml"
+        bases.append(base)
+    source["base"] = bases if isinstance(spec.base, list) else bases[0]
     (folder / "study.yaml").write_text(yaml.safe_dump({**source, "storage": spec.storage.given()}, sort_keys=False))
 
 

@@ -4,7 +4,8 @@ One experiment per study; a parent run for the study (spec, space, versions, git
 child run per Tune trial, named for a human (`t007 s=2 T=15 b=60 D=64`), with the resolved
 config as params, the curves at the training step, the node it ran on (`node_id`, `node_ip`;
 `nodes` lists every node of a trial retried elsewhere), a `state` tag (completed, pruned, failed,
-with `state_reason`), and config.yaml and eval.png as artifacts. Every write is one batched
+with `state_reason`), and config.yaml, eval.png, summary.json (and a probe trial's
+probe/probe.png, probe/summary.json) as artifacts. Every write is one batched
 request (`log_batch`). Runs are found again by tag, so a resumed study re-attaches to them
 instead of creating duplicates.
 """
@@ -23,6 +24,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from ray.tune import Callback
 
+from trainables.probe import PROBE_FOLDER
 from trainables.ray_adapter import trial_config
 
 from .outcome import FAILED, FROM_OPTUNA, MLFLOW_STATUS, REASON, RUNNING, classify
@@ -132,7 +134,7 @@ class Tracker:
         tags.update({f"version.{p}": metadata.version(p) for p in VERSIONED})
         run_id = self.client.create_run(self.experiment_id, run_name=spec.name, tags=tags).info.run_id
         self._ids["parent"] = run_id
-        params = {"trainable": spec.trainable, "base": spec.base, "space": spec.space.name,
+        params = {"trainable": spec.trainable, "base": ",".join(spec.bases), "space": spec.space.name,
                   "searched": ",".join(spec.space.searched), "seeds_per_config": spec.seeds_per_config,
                   "objectives": ",".join(f"{o.metric}:{o.mode}" for o in spec.objectives),
                   **{f"override.{k}": v for k, v in spec.overrides.items()}}
@@ -163,8 +165,7 @@ class Tracker:
             run_id = found[0].info.run_id
             if found[0].info.status != RUNNING.upper():
                 self._closed.add(run_id)
-            history = self.client.get_metric_history(run_id, "eval/err_last")
-            self._last_step[run_id] = max((m.step for m in history), default=-1)
+            self._last_step[run_id] = int(found[0].data.tags.get("steps", -1))   # set with each logged batch
             self._nodes[run_id] = [n for n in found[0].data.tags.get("nodes", "").split(",") if n]
         else:
             run_id = self._create_child(trial.trial_id, trial.config)
@@ -212,9 +213,10 @@ class Tracker:
         if run_id in self._closed:
             return
         self.client.log_batch(run_id, tags=[RunTag("state", state), RunTag(REASON, reason)])
-        for name in ("eval.png", "summary.json"):
-            if run_dir and (run_dir / name).is_file():
-                self.client.log_artifact(run_id, str(run_dir / name))
+        for folder, name in [("", "eval.png"), ("", "summary.json"),
+                             (PROBE_FOLDER, "probe.png"), (PROBE_FOLDER, "summary.json")]:
+            if run_dir and (run_dir / folder / name).is_file():
+                self.client.log_artifact(run_id, str(run_dir / folder / name), folder or None)
         self.client.set_terminated(run_id, MLFLOW_STATUS[state])
 
     # ------------------------------------------------------------ after the run

@@ -9,6 +9,7 @@ from trainables import probe, train
 from trainables.config import ConfigError, load_config
 from trainables.probes import (StackedProbes, apply_probes, evaluate, fit_step, grad_targets,
                                probe_prompts, wols_targets)
+from trainables.probe import is_probe_checkpoint
 from trainables.run_folder import read_metrics
 
 
@@ -169,6 +170,9 @@ def test_probe_exact_resume(trained, tmp_path):
     a = torch.load(tmp_path / "straight/checkpoints/step_00000004/state.pt", weights_only=True)
     b = torch.load(tmp_path / "split/checkpoints/step_00000004/state.pt", weights_only=True)
     assert all(torch.equal(a["probes"][k], b["probes"][k]) for k in a["probes"])
+    # how a probe study trial knows which phase its checkpoint resumes
+    assert is_probe_checkpoint(tmp_path / "split/checkpoints/step_00000002")
+    assert not is_probe_checkpoint(run / "checkpoints" / "step_00000004")
 
 
 def test_cli_probes_standard_and_looped_on_one_figure(trained, tmp_path, capsys):

@@ -57,9 +57,10 @@ def stores(folder: Path, name: str):
     return study, client, parents, children
 
 
-def assert_accounted(folder: Path, name: str, n_trials: int) -> tuple:
+def assert_accounted(folder: Path, name: str, n_trials: int, metric: str = "eval/err_last") -> tuple:
     """Every trial finished in Optuna and mirrored by exactly one finished MLflow child run
-    (a trial lost with a killed driver before it started may have none)."""
+    (a trial lost with a killed driver before it started may have none) whose last `metric`
+    is at its last step."""
     study, client, parents, children = stores(folder, name)
     trials = {t.number: t for t in study.trials}
     ran = {n for n, t in trials.items() if not t.user_attrs.get("state_reason", "").startswith("lost")}
@@ -77,7 +78,7 @@ def assert_accounted(folder: Path, name: str, n_trials: int) -> tuple:
         assert STATE[state] == trial.state and STATUS[state] == run.info.status, run.info.run_name
         assert run.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
         assert run.info.run_name.startswith(f"t{trial.number:03d} ")
-        steps = [m.step for m in client.get_metric_history(run.info.run_id, "eval/err_last")]
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, metric)]
         assert steps == sorted(set(steps)), f"{run.info.run_name}: steps logged twice: {steps}"
         if state != "failed":
             assert steps and steps[-1] == int(run.data.tags["steps"])
@@ -262,3 +263,45 @@ def test_replicates_rerun_the_best_configs_with_fresh_seeds_after_an_interrupt(t
     status = cli("status", name, "--results-root", str(tmp_path), cwd=tmp_path).stdout
     assert "4 replicate completed" in status
     assert all(r.info.run_name in status for r in replicas)
+
+
+def test_probe_study_compares_standard_and_looped(tmp_path):
+    """trainable: probe over two bases: each trial trains, then probes every state; the report
+    draws the seed's Figure 1 from the trials' probe summaries."""
+    bases = ["paper_linear_regression_standard_cpu", "paper_linear_regression_looped_cpu"]
+    probing = {"probe.steps": 20, "probe.eval_every": 10, "probe.batch_size": 64, "probe.hidden": 16,
+               "probe.control": True}
+    path = write_study(tmp_path, "probes", trainable="probe", base=bases, scheduler=None,
+                       sampler="brute_force", overrides={**TINY, "training.train_steps": 30, **probing},
+                       space={"training.seed": {"categorical": [0]}},
+                       objectives=[{"metric": "probe/err_min", "mode": "min"}],
+                       budget={"num_samples": 2, "max_concurrent": 2})
+    done = cli("run", str(path), cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    study, client, _, children = assert_accounted(tmp_path / "probes", "probes", 2, "probe/err_min")
+    assert sorted(t.params["base"] for t in study.trials) == sorted(bases)
+    for run in children:
+        trial = study.trials[int(run.data.tags["optuna_trial"])]
+        standard = trial.params["base"] == bases[0]
+        assert run.data.params["model.family"] == ("standard" if standard else "looped")
+        assert run.data.tags["state"] == "completed" and run.data.tags["steps"] == "50"   # 30 + 20
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "eval/err_last")] == [10, 20, 30]
+        probe_err = client.get_metric_history(run.info.run_id, "probe/err_min")
+        assert [m.step for m in probe_err] == [40, 50] and trial.value == pytest.approx(probe_err[-1].value)
+        assert {"probe/probe.png", "probe/summary.json"} <= {a.path for a in client.list_artifacts(run.info.run_id, "probe")}
+
+    report = cli("report", "probes", "--results-root", str(tmp_path), cwd=tmp_path)
+    assert report.returncode == 0, report.stderr
+    from analysis.figures import probe_by_state
+    from analysis.trials import load_study
+    from study.stores import Stores
+
+    record = load_study(Stores(tmp_path / "probes", "probes"))
+    shown = probe_by_state(record, tmp_path / "probe.png")["series"]
+    assert sorted(s["family"] for s in shown.values()) == ["looped", "standard"]
+    for trial in record.trials:
+        series = shown[trial.name]
+        states = trial.config.model.n_layer + 1 if series["family"] == "standard" else trial.config.n_loops + 1
+        assert len(series["err"]) == len(series["control_err"]) == states
+        assert trial.value("probe/err_min") == pytest.approx(min(series["err"]))
+    assert "## Probe error per layer / loop iteration" in (tmp_path / "probes" / "report" / "report.md").read_text()

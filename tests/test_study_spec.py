@@ -73,6 +73,10 @@ def test_the_kept_copy_reads_back_the_same(tmp_path):
     ({"seeds_per_config": 0}, "'seeds_per_config' must be an integer >= 1"),
     ({"sampler": "grid"}, "'sampler' must be one of"),
     ({"seeds_per_config": 2}, "'scheduler' and 'seeds_per_config' > 1 do not mix"),
+    ({"base": []}, "'base' must be a preset name or a config YAML path, or a list of distinct ones"),
+    ({"base": ["seed_dilation_cpu", "seed_dilation_cpu"]}, "a list of distinct ones"),
+    ({"base": ["seed_dilation_cpu", "nope"]}, "'base'/'overrides'.*no preset"),
+    ({"trainable": "probe"}, r"'objectives\[0\].metric' 'eval/err_last' is not reported by probe \(probe/err_min"),
     ({"replicates": 3}, "'replicates' must be a mapping"),
     ({"replicates": {"seeds": 1}}, r"'replicates.seeds' must be >= 2 \(an interval needs two seeds\)"),
     ({"replicates": {"top_k": 0}}, "'replicates.top_k' must be >= 1"),
@@ -92,3 +96,27 @@ def test_shipped_studies_are_valid():
     for path in files:
         spec = load_study(path)
         assert spec.name == path.stem and spec.budget.num_samples >= 1
+
+
+def test_several_bases_are_one_more_searched_choice(tmp_path):
+    import optuna
+
+    bases = ["paper_linear_regression_standard_cpu", "seed_dilation_cpu"]
+    spec = parse_study(with_(base=bases, space={"training.learning_rate": {"float": [1e-4, 1e-3]}},
+                             results_dir=str(tmp_path / "r")))
+    assert spec.bases == bases and spec.config.model.family == "standard"
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    drawn = set()
+    for _ in range(12):
+        params = spec.define_by_run()(study.ask())
+        assert params["base"] in bases and 1e-4 <= params["training.learning_rate"] <= 1e-3
+        drawn.add(params["base"])
+    assert drawn == set(bases)
+
+    longer = tmp_path / "longer.yaml"
+    longer.write_text(yaml.safe_dump({"extends": "seed_dilation_cpu", "training": {"train_steps": 100}}))
+    study_file = tmp_path / "mixed.yaml"
+    study_file.write_text(yaml.safe_dump(with_(base=["seed_dilation_cpu", "longer.yaml"], overrides={},
+                                               scheduler=None)))
+    with pytest.raises(StudyError, match="'base': the bases run different step counts"):
+        load_study(study_file)

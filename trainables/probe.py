@@ -21,6 +21,7 @@ from .progress import Progress
 from .train import Report, resolve_device
 
 SETS = ("task", "control")   # control probes train on w = 1 prompts, are scored on random w
+PROBE_FOLDER = "probe"       # a probe study trial's probe folder, inside its run folder
 
 
 def load_trained(config: Config, run_dir: str | Path, device: torch.device):
@@ -56,6 +57,12 @@ def save_checkpoint(out: Path, config: Config, step: int, probes, optimizer, rng
     for old in sorted((out / "checkpoints").glob("step_????????"))[:-run_folder.KEEP_CHECKPOINTS]:
         shutil.rmtree(old)
     return folder
+
+
+def is_probe_checkpoint(folder: str | Path) -> bool:
+    """Whether a checkpoint folder holds probes (else it is a training checkpoint)."""
+    return "probes" in torch.load(Path(folder) / run_folder.CHECKPOINT_FILE, map_location="cpu",
+                                  weights_only=True)
 
 
 def load_checkpoint(folder: str | Path, probes, optimizer, rngs) -> int:

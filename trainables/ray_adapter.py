@@ -15,6 +15,7 @@ from pathlib import Path
 import ray.tune
 
 from .config import load_config
+from .probe import PROBE_FOLDER, is_probe_checkpoint, probe
 from .run_folder import latest_checkpoint
 from .train import train
 
@@ -22,6 +23,16 @@ from .train import train
 def trial_config(tune_config: dict):
     """The resolved Config of a trial: base, then the study's overrides, then the sampled params."""
     return load_config(tune_config["base"], {**tune_config["overrides"], **tune_config["params"]})
+
+
+def _scalars(summary: dict) -> dict:
+    return {k: v for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def _trial() -> tuple[str, int]:
+    """(the Tune trial id, which names the trial's run folder under run_root; its torch threads)."""
+    context = ray.tune.get_context()
+    return context.get_trial_id(), max(1, int(context.get_trial_resources().required_resources.get("CPU", 1)))
 
 
 def _report(metrics: dict, checkpoint_dir: str | Path | None) -> None:
@@ -37,17 +48,40 @@ def train_trainable(tune_config: dict) -> None:
     which would otherwise kill it before the folder is written.
     """
     config = trial_config(tune_config)
-    context = ray.tune.get_context()
-    cpus = context.get_trial_resources().required_resources.get("CPU", 1)
+    trial_id, threads = _trial()
     checkpoint = ray.tune.get_checkpoint()
-    out_dir = Path(tune_config["run_root"]) / context.get_trial_id()
+    out_dir = Path(tune_config["run_root"]) / trial_id
 
     def report(metrics: dict, checkpoint_dir: str | None) -> None:
         if metrics["step"] < config.training.train_steps:
             _report(metrics, checkpoint_dir)
 
     with checkpoint.as_directory() if checkpoint else contextlib.nullcontext() as resume_from:
-        summary = train(config, report, out_dir=out_dir, resume_from=resume_from,
-                        num_threads=max(1, int(cpus)))
-    final = {k: v for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    _report(final, latest_checkpoint(out_dir))
+        summary = train(config, report, out_dir=out_dir, resume_from=resume_from, num_threads=threads)
+    _report(_scalars(summary), latest_checkpoint(out_dir))
+
+
+def probe_trainable(tune_config: dict) -> None:
+    """Train the trial's model, then fit its probes (`config.probe`) to every layer's or loop
+    iteration's state; the trial's `step` runs on through the probe steps, whose results carry
+    the probe metrics (probe/err_min, ...). The probe folder is <run folder>/probe. Resumes in
+    whichever phase its checkpoint came from."""
+    config = trial_config(tune_config)
+    trial_id, threads = _trial()
+    checkpoint = ray.tune.get_checkpoint()
+    out_dir = Path(tune_config["run_root"]) / trial_id
+    trained_steps = config.training.train_steps
+
+    def report_probe(metrics: dict, checkpoint_dir: str | None) -> None:
+        if metrics["step"] < config.probe.steps:
+            _report({**metrics, "step": trained_steps + metrics["step"], "probe/step": metrics["step"]},
+                    checkpoint_dir)
+
+    with checkpoint.as_directory() if checkpoint else contextlib.nullcontext() as resume_from:
+        probing = resume_from is not None and is_probe_checkpoint(resume_from)
+        if not probing:
+            train(config, _report, out_dir=out_dir, resume_from=resume_from, num_threads=threads)
+        probed = probe(config, report_probe, run_dir=out_dir, out_dir=out_dir / PROBE_FOLDER,
+                       resume_from=resume_from if probing else None, num_threads=threads)
+    _report({**_scalars(probed), "step": trained_steps + probed["step"], "probe/step": probed["step"]},
+            latest_checkpoint(out_dir / PROBE_FOLDER))

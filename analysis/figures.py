@@ -152,12 +152,13 @@ def optuna_figures(record: StudyRecord, out: Path) -> dict[str, str]:
     if len(study.directions) > 1:
         targets.append(("pareto.png", lambda: ovm.plot_pareto_front(study)))
     for name, draw in targets:
-        try:
-            ax = draw()
-        except (ValueError, RuntimeError, ZeroDivisionError) as exc:
-            drawn[name] = f"not drawn: {exc}"
-            continue
-        _save(ax.figure, out / name)
+        with plt.style.context("default"):    # Optuna switches matplotlib to ggplot; keep it here
+            try:
+                ax = draw()
+            except (ValueError, RuntimeError, ZeroDivisionError) as exc:
+                drawn[name] = f"not drawn: {exc}"
+                continue
+            _save(ax.figure, out / name)
         drawn[name] = ""
     return drawn
 
@@ -183,7 +184,7 @@ def replicates(groups: list, search_values: dict[int, float], metric: str, path:
     ax.plot([], [], "|", color="k", ms=14, label="mean, 90% interval")
     ax.plot([], [], "x", color="C3", label="value in the search")
     ax.set_yticks(range(len(groups)), [g.key for g in groups])
-    ax.invert_yaxis()
+    ax.set_ylim(len(groups) - 0.5, -0.5)                    # best on top
     ax.set(xlabel=metric, title="Seed replicates (best config on top)")
     ax.legend(fontsize=8, loc="best")
     _save(fig, path)

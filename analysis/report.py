@@ -33,7 +33,8 @@ def write_report(record: StudyRecord, space_params: dict, study_file: str, out: 
     ranges = searched_ranges(space_params)
     lines = [f"# Study `{record.name}`", "",
              "| study | trials by state | best | objective | git commit |", "|---|---|---|---|---|",
-             f"| {record.name} | {', '.join(f'{n} {s}' for s, n in sorted(record.by_state().items()))} "
+             f"| {record.name} | {', '.join(f'{n} {s}' for s, n in sorted(record.by_state().items()))}"
+             f"{'; replicates: ' + ', '.join(f'{n} {s}' for s, n in sorted(record.by_state(record.replicates).items())) if record.replicates else ''} "
              f"| {ranked[0].name if ranked else '-'} | {metric} ({mode}) = "
              f"{_fmt(ranked[0].value(metric)) if ranked else '-'} | `{tags.get('git_commit', '?')[:12]}`"
              f"{' (dirty)' if tags.get('git_dirty') == 'True' else ''} |", "",

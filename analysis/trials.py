@@ -56,9 +56,10 @@ class StudyRecord:
     def optuna_study(self) -> optuna.Study:
         return self.stores.optuna_study()
 
-    def by_state(self) -> dict[str, int]:
+    def by_state(self, trials: list[Trial] | None = None) -> dict[str, int]:
+        """Trials (default: the search's) counted by state."""
         counts: dict[str, int] = {}
-        for trial in self.trials:
+        for trial in self.trials if trials is None else trials:
             counts[trial.state] = counts.get(trial.state, 0) + 1
         return counts
 

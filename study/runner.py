@@ -21,9 +21,9 @@ from optuna.trial import TrialState
 from . import QUIET_ENV
 from .cluster import READY, alive_nodes, check_nodes
 from .outcome import RUNNING
+from .replicates import PlannedTrials, make_plan, read_plan, write_plan
 from .searcher import StudySearch, fail_running
 from .spec import StudyError, StudySpec
-from .replicates import PlannedTrials, make_plan, read_plan, write_plan
 from .stores import Stores
 from .tracking import REPLICATE, TRIAL, TUNE_ID, Tracker, TrackingCallback
 

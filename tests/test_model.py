@@ -92,3 +92,28 @@ def test_probe_states_are_pre_ln_f_residuals():
         assert torch.allclose(model.backbone.ln_f(states[t]), trace[t - 1], atol=1e-6)
     standard = StandardTransformer(ModelConfig(family="standard", n_layer=3, n_embd=16, n_head=2, n_dims=3))
     assert len(list(standard.states(xs, ys))) == 4
+
+
+def test_every_cpu_attention_form_computes_causal_softmax_attention():
+    """causal_attention picks the fused kernel or explicit matmuls by dtype and threads (for
+    speed only): each form equals the formula, forward and backward."""
+    from trainables.model import causal_attention
+
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 4, 7, 8, dtype=torch.float64).requires_grad_() for _ in range(3))
+    mask = torch.ones(7, 7, dtype=torch.bool).tril()
+    scores = (q @ k.transpose(-1, -2) / 8 ** 0.5).masked_fill(~mask, float("-inf"))
+    expected = torch.softmax(scores, -1) @ v
+    grads = torch.autograd.grad(expected.square().sum(), (q, k, v))
+    threads = torch.get_num_threads()
+    try:
+        for n in (1, 2):                         # 1: fused kernel; 2: explicit when differentiated
+            torch.set_num_threads(n)
+            for dtype, tol in ((torch.float32, 1e-5), (torch.bfloat16, 3e-2)):
+                leaves = [t.detach().to(dtype).requires_grad_() for t in (q, k, v)]
+                out = causal_attention(*leaves)
+                assert torch.allclose(out.double(), expected, atol=tol), (n, dtype)
+                got = torch.autograd.grad(out.float().square().sum(), leaves)
+                assert all(torch.allclose(g.double(), e, atol=tol * 10) for g, e in zip(got, grads)), (n, dtype)
+    finally:
+        torch.set_num_threads(threads)

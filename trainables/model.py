@@ -41,13 +41,18 @@ def _causal_bias(seq: int, dtype: torch.dtype, device: torch.device) -> torch.Te
 def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """softmax(q k^T / sqrt(head_dim) + causal mask) v for [batch, heads, seq, head_dim] inputs.
 
-    PyTorch's fused kernel (flash attention) is the faster one on CPU in float32 at these sizes
-    (head_dim 8-16, 22-82 tokens; torch 2.13, 1 thread: a D128 b20 training step 1.18x faster
-    than with explicit matmuls), but in bfloat16 it is the slower one: about 6x forward and
-    backward together, 1.1-1.3x in the forward alone. bfloat16 on CPU therefore runs the same
-    formula as baddbmm + softmax + bmm (bench/ablation.py, +attn). GPUs keep the fused kernel.
+    On CPU the fastest form depends on dtype and threads (torch 2.13, head_dim 8-16, 22-82
+    tokens; whole training steps, the two forms alternating in one process):
+    - bfloat16: PyTorch's fused kernel (flash attention) is about 6x slower than explicit
+      baddbmm + softmax + bmm in forward and backward together, 1.1-1.3x in the forward alone;
+    - float32, 1 thread: the fused kernel is faster (D128 b20 step 1.20x, D64 b60 equal);
+    - float32, 2 threads: its backward parallelises worse (D64 b60 step 1.19x slower, D128
+      b20 equal), so attention that autograd differentiates runs explicitly.
+    GPUs keep the fused kernel.
     """
-    if q.device.type == "cpu" and q.dtype == torch.bfloat16:
+    explicit = q.dtype == torch.bfloat16 or (torch.get_num_threads() > 1 and torch.is_grad_enabled()
+                                             and q.requires_grad)
+    if q.device.type == "cpu" and explicit:
         batch, heads, seq, head_dim = q.shape
         q, k, v = (t.reshape(batch * heads, seq, head_dim) for t in (q, k, v))
         scores = torch.baddbmm(_causal_bias(seq, q.dtype, q.device), q, k.transpose(1, 2),

@@ -13,6 +13,11 @@ def _fmt(value) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
+def _counts(record: StudyRecord, trials=None) -> str:
+    """`3 completed, 5 pruned`."""
+    return ", ".join(f"{n} {s}" for s, n in sorted(record.by_state(trials).items()))
+
+
 def searched_ranges(space_params: dict) -> dict[str, tuple]:
     """(low, high) of each searched parameter of a search_spaces.Space's params."""
     ranges = {}
@@ -33,8 +38,7 @@ def write_report(record: StudyRecord, space_params: dict, study_file: str, out: 
     ranges = searched_ranges(space_params)
     lines = [f"# Study `{record.name}`", "",
              "| study | trials by state | best | objective | git commit |", "|---|---|---|---|---|",
-             f"| {record.name} | {', '.join(f'{n} {s}' for s, n in sorted(record.by_state().items()))}"
-             f"{'; replicates: ' + ', '.join(f'{n} {s}' for s, n in sorted(record.by_state(record.replicates).items())) if record.replicates else ''} "
+             f"| {record.name} | {_counts(record)}{'; replicates: ' + _counts(record, record.replicates) if record.replicates else ''} "
              f"| {ranked[0].name if ranked else '-'} | {metric} ({mode}) = "
              f"{_fmt(ranked[0].value(metric)) if ranked else '-'} | `{tags.get('git_commit', '?')[:12]}`"
              f"{' (dirty)' if tags.get('git_dirty') == 'True' else ''} |", "",

@@ -250,9 +250,9 @@ def parse_study(data, where: str = "<study>") -> StudySpec:
     if scheduler is not None:
         scheduler = _section(where, Scheduler, scheduler, "scheduler")
         steps = max_steps(trainable, config)
+        what = "the training and probe steps" if trainable == "probe" else "training.train_steps"
         _check(where, 1 <= scheduler.grace_period < steps,
-               f"'scheduler.grace_period' must be in [1, {'the training and probe steps' if trainable == 'probe' else 'training.train_steps'}"
-               f"={steps}), got {scheduler.grace_period}")
+               f"'scheduler.grace_period' must be in [1, {what}={steps}), got {scheduler.grace_period}")
         _check(where, scheduler.reduction_factor >= 2, "'scheduler.reduction_factor' must be >= 2")
 
     resources = _section(where, Resources, data.get("resources") or {}, "resources")

@@ -42,7 +42,8 @@ def status_rows(spec: StudySpec) -> list[list[str]]:
     metric = spec.metrics[0]
     for run in sorted(Tracker(stores).children(REPLICATE), key=lambda r: r.info.run_name):
         tags, value = run.data.tags, run.data.metrics.get(metric)
-        params = " ".join(f"{k.rsplit('.', 1)[-1]}={_fmt(v)}" for k, v in json.loads(tags.get("sampled", "{}")).items())
+        sampled = json.loads(tags.get("sampled", "{}"))
+        params = " ".join(f"{k.rsplit('.', 1)[-1]}={_fmt(v)}" for k, v in sampled.items())
         rows.append([run.info.run_name, f"replicate {tags.get('state', RUNNING)}", params,
                      _fmt(value) if value is not None else "-", tags.get("steps", "0"), tags.get(REASON, "")])
     return rows
@@ -94,7 +95,7 @@ def _replicate_lines(stores: Stores) -> list[str]:
         lines.append(f"  {group.key}: {_fmt(group.mean)} [{_fmt(lo)}, {_fmt(hi)}] over {len(group.values)} seeds")
     verdict = replicates.compare_best(record)
     if verdict:
-        lines.append(f"  best vs runner-up: {'distinguishable' if verdict['distinguishable'] else 'not distinguishable'}"
-                     f" (difference {_fmt(verdict['difference'])}, 90% interval "
+        verb = "distinguishable" if verdict["distinguishable"] else "not distinguishable"
+        lines.append(f"  best vs runner-up: {verb} (difference {_fmt(verdict['difference'])}, 90% interval "
                      f"[{_fmt(verdict['interval'][0])}, {_fmt(verdict['interval'][1])}])")
     return lines

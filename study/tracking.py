@@ -32,7 +32,8 @@ from .stores import Stores
 
 ROLE, TUNE_ID, NUMBER = "loopstudy_role", "tune_trial_id", "optuna_trial"
 TRIAL, REPLICATE = "trial", "replicate"        # ROLE of a search trial's run, of a replicate's
-SHORT = {"training.learning_rate": "lr", "training.seed": "seed", "training.loop_dilation": "s", "training.n_loop_window": "T",
+SHORT = {"training.learning_rate": "lr", "training.seed": "seed", "training.loop_dilation": "s",
+         "training.n_loop_window": "T",
          "curriculum.loops.end": "b", "model.n_embd": "D", "model.n_layer": "L"}
 VERSIONED = ("torch", "ray", "optuna", "mlflow", "numpy")
 

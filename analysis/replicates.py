@@ -56,10 +56,8 @@ def groups(record: StudyRecord) -> list[ConfigGroup]:
     """Completed runs grouped by config (all but the seed), best mean first: the replicate
     phase's runs if the study has any, else the search's trials."""
     metric, mode = record.objectives[0]
-    runs = record.replicates or record.trials
     found: dict[str, ConfigGroup] = {}
-    for trial in sorted((t for t in runs if t.state == "completed" and t.value(metric) is not None),
-                        key=lambda t: t.value(metric), reverse=(mode == "max")):
+    for trial in record.ranked(trials=record.replicates or record.trials):
         group = found.setdefault(_key(trial), ConfigGroup(_key(trial), [], [], trial.number))
         group.values.append(trial.value(metric))
         group.trials.append(trial.name)

@@ -63,10 +63,11 @@ class StudyRecord:
             counts[trial.state] = counts.get(trial.state, 0) + 1
         return counts
 
-    def ranked(self, states=("completed",)) -> list[Trial]:
-        """Trials in `states` with the first objective, best first."""
+    def ranked(self, states=("completed",), trials: list[Trial] | None = None) -> list[Trial]:
+        """Trials (default: the search's) in `states` with the first objective, best first."""
         metric, mode = self.objectives[0]
-        scored = [t for t in self.trials if t.state in states and t.value(metric) is not None]
+        scored = [t for t in (self.trials if trials is None else trials)
+                  if t.state in states and t.value(metric) is not None]
         return sorted(scored, key=lambda t: t.value(metric), reverse=(mode == "max"))
 
     def artifact_json(self, trial: Trial, name: str) -> dict | None:

@@ -20,6 +20,11 @@ def _fmt(value) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
+def _params(values: dict) -> str:
+    """`loop_dilation=2 seed=1`: dotted keys by their last part."""
+    return " ".join(f"{k.rsplit('.', 1)[-1]}={_fmt(v)}" for k, v in values.items())
+
+
 def status_rows(spec: StudySpec) -> list[list[str]]:
     stores = Stores.of(spec)
     try:
@@ -32,7 +37,7 @@ def status_rows(spec: StudySpec) -> list[list[str]]:
     rows = []
     for trial in study.get_trials(deepcopy=False):
         state = FROM_OPTUNA.get(trial.state, RUNNING)
-        params = " ".join(f"{k.rsplit('.', 1)[-1]}={_fmt(v)}" for k, v in trial.params.items())
+        params = _params(trial.params)
         objective = ", ".join(_fmt(v) for v in trial.values) if trial.values else "-"
         reason = trial.user_attrs.get(REASON, "")
         for run in sorted(runs.get(trial.number, []), key=lambda r: r.info.run_name) or [None]:
@@ -42,9 +47,8 @@ def status_rows(spec: StudySpec) -> list[list[str]]:
     metric = spec.metrics[0]
     for run in sorted(Tracker(stores).children(REPLICATE), key=lambda r: r.info.run_name):
         tags, value = run.data.tags, run.data.metrics.get(metric)
-        sampled = json.loads(tags.get("sampled", "{}"))
-        params = " ".join(f"{k.rsplit('.', 1)[-1]}={_fmt(v)}" for k, v in sampled.items())
-        rows.append([run.info.run_name, f"replicate {tags.get('state', RUNNING)}", params,
+        rows.append([run.info.run_name, f"replicate {tags.get('state', RUNNING)}",
+                     _params(json.loads(tags.get("sampled", "{}"))),
                      _fmt(value) if value is not None else "-", tags.get("steps", "0"), tags.get(REASON, "")])
     return rows
 

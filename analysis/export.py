@@ -6,17 +6,21 @@ from trainables.config import CPU_SUFFIX, Config, ConfigError, load_config, pres
 
 # keys of the reference implementation's config (Leiay/looped_transformer configs/*.yaml)
 REFERENCE_FAMILY = {"standard": "gpt2", "looped": "gpt2_loop"}
+# what the reference hard-codes: a config with another value would silently train another task
+REFERENCE_FIXED = {"training.loop_dilation": (None, 1), "training.precision": (None, "fp32"),
+                   "task.depth": ("decision_tree", 4), "task.hidden": ("relu_2nn_regression", 100),
+                   "task.noise_std": ("noisy_linear_regression", 0.1)}
 
 
 def to_reference(config: Config, out_dir: str = "./results") -> dict:
     """The reference trainer's config for `config`; refuses what it cannot express."""
     tr, c, m = config.training, config.curriculum, config.model
-    if tr.loop_dilation != 1:
-        raise ConfigError(f"'training.loop_dilation' is {tr.loop_dilation}: the reference "
-                          "implementation has no loss-window dilation; export --format loopstudy")
-    if config.task.name not in ("linear_regression", "sparse_linear_regression",
-                                "noisy_linear_regression", "relu_2nn_regression", "decision_tree"):
-        raise ConfigError(f"'task.name' {config.task.name} has no reference counterpart")
+    flat = config.flat()
+    for key, (task, fixed) in REFERENCE_FIXED.items():
+        if (task is None or config.task.name == task) and flat[key] != fixed:
+            raise ConfigError(f"'{key}' is {flat[key]!r}: the reference implementation hard-codes "
+                              f"{fixed!r}, so its config would train something else; "
+                              "export --format loopstudy")
     schedule = lambda s: {"start": s.start, "end": s.end, "inc": s.inc, "interval": s.interval}  # noqa: E731
     training = {"seed": tr.seed, "task_name": config.task.name, "batch_size": tr.batch_size,
                 "learning_rate": tr.learning_rate, "weight_decay": tr.weight_decay,

@@ -2,6 +2,7 @@
 tests (and readers of report.md) can check what a figure shows, not only that a file exists."""
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import matplotlib
@@ -10,10 +11,8 @@ import optuna
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from .layout import SCIENTIFIC, long_label  # noqa: E402
 from .trials import StudyRecord, Trial  # noqa: E402
-
-SCIENTIFIC = {"training.loop_dilation": "loss-window dilation s", "training.n_loop_window": "window T",
-              "model.n_embd": "width n_embd", "curriculum.loops.end": "loop budget b"}
 
 
 def _scale_y(ax, values: list[float]) -> None:
@@ -47,7 +46,7 @@ def curves_by_value(record: StudyRecord, param: str, path: Path) -> dict:
             continue
         result, baselines = summary["eval"], summary["baselines"]
         ks = range(len(result["curve"]))
-        ax.plot(ks, result["curve"], f"C{i}-", lw=2, label=f"{SCIENTIFIC.get(param, param)} = {value} ({trial.name.split()[0]})")
+        ax.plot(ks, result["curve"], f"C{i}-", lw=2, label=f"{long_label(param)} = {value} ({trial.name.split()[0]})")
         ax.fill_between(ks, result["band_lo"], result["band_hi"], color=f"C{i}", alpha=0.2)
         plotted[value] = {"trial": trial.name, "curve": result["curve"], "band_lo": result["band_lo"],
                           "band_hi": result["band_hi"]}
@@ -58,7 +57,7 @@ def curves_by_value(record: StudyRecord, param: str, path: Path) -> dict:
         floor = min(min(v["curve"]) for v in plotted.values())
         ax.set_ylim(bottom=max(floor / 30, 1e-6))
     ax.set(xlabel="in-context examples k", ylabel="squared error / normaliser", yscale="log",
-           title=f"{record.name}: error vs examples by {SCIENTIFIC.get(param, param)}")
+           title=f"{record.name}: error vs examples by {long_label(param)}")
     searched = sorted({t.sampled[param] for t in record.trials if param in t.sampled})
     missing = [v for v in searched if v not in plotted]
     if missing:
@@ -78,10 +77,10 @@ def fixed_point(record: StudyRecord, param: str | None, path: Path, top: int = 5
         curve = (summary or {}).get("eval", {}).get("last_point_vs_iteration")
         if not curve:
             continue
-        label = f"{SCIENTIFIC.get(param, param)} = {value}" if param else trial.name
+        label = f"{long_label(param)} = {value}" if param else trial.name
         ax.plot(range(1, len(curve) + 1), curve, f"C{i}-", label=label)
-        ax.axvline(trial.config.n_loops, color=f"C{i}", ls=":", lw=1)
-        plotted[value] = {"trial": trial.name, "b": trial.config.n_loops, "curve": curve}
+        ax.axvline(trial.config.loop_budget, color=f"C{i}", ls=":", lw=1)
+        plotted[value] = {"trial": trial.name, "b": trial.config.loop_budget, "curve": curve}
     _scale_y(ax, [v for series in plotted.values() for v in series["curve"]])
     ax.set(xlabel="loop iteration (dotted: trained b)", ylabel="error at the last point",
            title="fixed point beyond the trained b?")
@@ -113,7 +112,7 @@ def objective_by_param(record: StudyRecord, ranges: dict[str, tuple], path: Path
         on_edge = best is not None and low != high and best.sampled.get(param) in (low, high)
         flags[param] = {"range": [low, high], "best": best.sampled.get(param) if best else None,
                         "on_boundary": on_edge}
-        title = SCIENTIFIC.get(param, param) + ("\nbest on the range's edge: widen it?" if on_edge else "")
+        title = long_label(param) + ("\nbest on the range's edge: widen it?" if on_edge else "")
         ax.set(xlabel=param, ylabel=metric, title=title)
         ax.legend(fontsize=7)
     _save(fig, path)
@@ -139,11 +138,7 @@ def learning_curves(record: StudyRecord, path: Path, top: int = 5) -> dict:
 def optuna_figures(record: StudyRecord, out: Path) -> dict[str, str]:
     """Parameter importances and, for several objectives, the Pareto front (Optuna's
     matplotlib backend). Returns {figure file: "" or why it was not drawn}."""
-    import warnings
-
     import optuna.visualization.matplotlib as ovm
-
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
     study = record.optuna_study()
     drawn = {}
@@ -152,7 +147,9 @@ def optuna_figures(record: StudyRecord, out: Path) -> dict[str, str]:
     if len(study.directions) > 1:
         targets.append(("pareto.png", lambda: ovm.plot_pareto_front(study)))
     for name, draw in targets:
-        with plt.style.context("default"):    # Optuna switches matplotlib to ggplot; keep it here
+        # Optuna switches matplotlib to ggplot and warns that its backend is experimental
+        with plt.style.context("default"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             try:
                 ax = draw()
             except (ValueError, RuntimeError, ZeroDivisionError) as exc:
@@ -166,7 +163,7 @@ def optuna_figures(record: StudyRecord, out: Path) -> dict[str, str]:
 def replicates(groups: list, search_values: dict[int, float], metric: str, path: Path) -> dict:
     """Each config's objective over seeds (dots), its mean and 90% bootstrap interval (bar), and
     the value the search selected it on (x): a winner's curse shows as x below the dots."""
-    from .replicates import interval
+    from .seed_stats import interval
 
     fig, ax = plt.subplots(figsize=(6.5, 0.6 * len(groups) + 1.6))
     plotted = {}

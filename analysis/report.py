@@ -3,14 +3,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import figures, replicates
+from . import figures, seed_stats
+from .layout import SCIENTIFIC, VERSIONED, fmt, long_label
 from .trials import StudyRecord
-
-VERSIONS = ("torch", "ray", "optuna", "mlflow", "numpy")
-
-
-def _fmt(value) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def _counts(record: StudyRecord, trials=None) -> str:
@@ -40,26 +35,26 @@ def write_report(record: StudyRecord, space_params: dict, study_file: str, out: 
              "| study | trials by state | best | objective | git commit |", "|---|---|---|---|---|",
              f"| {record.name} | {_counts(record)}{'; replicates: ' + _counts(record, record.replicates) if record.replicates else ''} "
              f"| {ranked[0].name if ranked else '-'} | {metric} ({mode}) = "
-             f"{_fmt(ranked[0].value(metric)) if ranked else '-'} | `{tags.get('git_commit', '?')[:12]}`"
+             f"{fmt(ranked[0].value(metric)) if ranked else '-'} | `{tags.get('git_commit', '?')[:12]}`"
              f"{' (dirty)' if tags.get('git_dirty') == 'True' else ''} |", "",
              f"Reproduce (into a fresh folder): `loopstudy run {study_file} --results results/{record.name}-rerun`"
              f" at commit `{tags.get('git_commit', '?')}`.", "",
-             "Versions: " + ", ".join(f"{p} {tags.get('version.' + p, '?')}" for p in VERSIONS), "",
+             "Versions: " + ", ".join(f"{p} {tags.get('version.' + p, '?')}" for p in VERSIONED), "",
              f"Stores: MLflow `{record.stores.mlflow_uri}`, Optuna `{record.stores.optuna_url}` "
              f"(study `{record.name}`), Ray `{record.stores.experiment}`.", ""]
     data: dict = {}
     lines += ["## Trials", "", f"| trial | state | {metric} | steps | reason |", "|---|---|---|---|---|"]
     for t in sorted(record.trials, key=lambda t: (t.value(metric) is None, t.value(metric) or 0)):
-        lines.append(f"| {t.name} | {t.state} | {_fmt(t.value(metric)) if t.value(metric) is not None else '-'} "
+        lines.append(f"| {t.name} | {t.state} | {fmt(t.value(metric)) if t.value(metric) is not None else '-'} "
                      f"| {t.steps} | {t.reason} |")
     lines.append("")
-    scientific = [p for p in ranges if p in figures.SCIENTIFIC]
+    scientific = [p for p in ranges if p in SCIENTIFIC]
     for param in scientific:
         name = f"curves_{param.rsplit('.', 1)[-1]}.png"
         data[name] = curves = figures.curves_by_value(record, param, out / name)
         missing = (f" Values without a completed trial (all pruned or failed): "
                    f"{', '.join(map(str, curves['missing']))}." if curves["missing"] else "")
-        lines += [f"## Error vs in-context examples by {figures.SCIENTIFIC[param]}", "",
+        lines += [f"## Error vs in-context examples by {long_label(param)}", "",
                   f"Best completed trial per value, 90% bootstrap band over held-out prompts.{missing}", "",
                   f"![]({name})", ""]
     probes = figures.probe_by_state(record, out / "probe.png")
@@ -90,7 +85,7 @@ def write_report(record: StudyRecord, space_params: dict, study_file: str, out: 
 
 
 def _replicate_section(record: StudyRecord, out: Path, data: dict) -> list[str]:
-    groups = [g for g in replicates.groups(record) if len(g.values) >= 2]
+    groups = [g for g in seed_stats.groups(record) if len(g.values) >= 2]
     if not groups:
         return ["## Seed replicates", "", "No config has two or more completed seeds "
                 "(set `replicates` in the study file to rerun the top configs with fresh seeds).", ""]
@@ -106,15 +101,15 @@ def _replicate_section(record: StudyRecord, out: Path, data: dict) -> list[str]:
               "The search's own seeds of each config (no replicate phase was run)."), "",
              "| config | search trial | search | seeds | mean | 90% interval |", "|---|---|---|---|---|---|"]
     for g in groups:
-        lo, hi = replicates.interval(g.values)
-        lines.append(f"| {g.key} | t{g.number:03d} | {_fmt(search.get(g.number, '-'))} | {len(g.values)} "
-                     f"| {_fmt(g.mean)} | [{_fmt(lo)}, {_fmt(hi)}] |")
+        lo, hi = seed_stats.interval(g.values)
+        lines.append(f"| {g.key} | t{g.number:03d} | {fmt(search.get(g.number, '-'))} | {len(g.values)} "
+                     f"| {fmt(g.mean)} | [{fmt(lo)}, {fmt(hi)}] |")
     data["replicates.png"] = figures.replicates(groups, search if fresh else {}, metric, out / "replicates.png")
     lines += ["", "![](replicates.png)"]
-    verdict = replicates.compare_best(record)
+    verdict = seed_stats.compare_best(record)
     if verdict:
         lo, hi = verdict["interval"]
         lines += ["", f"Best `{verdict['best']}` vs runner-up `{verdict['runner_up']}`: difference "
-                  f"{_fmt(verdict['difference'])}, 90% interval [{_fmt(lo)}, {_fmt(hi)}]: "
+                  f"{fmt(verdict['difference'])}, 90% interval [{fmt(lo)}, {fmt(hi)}]: "
                   + ("**distinguishable**." if verdict["distinguishable"] else "**not distinguishable** at this number of seeds.")]
     return lines + [""]

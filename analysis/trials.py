@@ -1,23 +1,24 @@
 """A finished study read back from its stores as a tidy list of trials. Read-only; Ray need
-not run. MLflow holds what people browse (names, params, curves, artifacts); Optuna the search."""
+not run. MLflow holds what people browse (names, params, curves, artifacts); Optuna the search.
+
+`stores` is anything with the study's `name`, `mlflow_uri`, `optuna_url`, `experiment` (the Ray
+experiment folder) and `optuna_study()`: the service's study.stores.Stores is one.
+"""
 from __future__ import annotations
 
 import json
-import os
+import posixpath
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import optuna
+import yaml
 from mlflow import MlflowClient
 
-from study.stores import Stores
-from study.tracking import NUMBER, REPLICATE, ROLE, TRIAL
-
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no bars in reports
-
-# MLflow params are strings: the schema's types come back through the config loader
 from trainables.config import Config, from_dict
+
+from .layout import NUMBER, PARENT, REASON, REPEAT, REPLICATE, ROLE, RUNNING, SAMPLED, STATE, STEPS, TRIAL
 
 
 @dataclass
@@ -40,7 +41,7 @@ class Trial:
 
 @dataclass
 class StudyRecord:
-    stores: Stores
+    stores: object                   # the study's stores (see the module's docstring)
     parent: dict                     # the parent run: {"run_id", "params", "tags"}
     objectives: list[tuple[str, str]]  # (metric, mode)
     trials: list[Trial]              # the search's trials
@@ -72,20 +73,19 @@ class StudyRecord:
 
     def artifact_json(self, trial: Trial, name: str) -> dict | None:
         """A JSON artifact of a trial's run (e.g. summary.json), or None if it has none."""
+        client = self.client()
+        folder = posixpath.dirname(name) or None
+        if name not in {a.path for a in client.list_artifacts(trial.run_id, folder)}:
+            return None
         with tempfile.TemporaryDirectory() as tmp:
-            try:
-                path = self.client().download_artifacts(trial.run_id, name, tmp)
-            except Exception:  # MLflow raises its own and OSError types for a missing artifact
-                return None
-            return json.loads(Path(path).read_text())
+            return json.loads(Path(client.download_artifacts(trial.run_id, name, tmp)).read_text())
 
     def metric_history(self, trial: Trial, metric: str) -> list[tuple[int, float]]:
         return [(m.step, m.value) for m in self.client().get_metric_history(trial.run_id, metric)]
 
 
 def _config_from_params(params: dict[str, str]) -> Config:
-    import yaml
-
+    """MLflow params are strings: the schema's types come back through the config loader."""
     tree: dict = {}
     for key, text in params.items():
         node = tree
@@ -96,13 +96,13 @@ def _config_from_params(params: dict[str, str]) -> Config:
     return from_dict(tree)
 
 
-def load_study(stores: Stores) -> StudyRecord:
+def read_record(stores) -> StudyRecord:
     client = MlflowClient(tracking_uri=stores.mlflow_uri)
     experiment = client.get_experiment_by_name(stores.name)
     if experiment is None:
         raise FileNotFoundError(f"no MLflow experiment '{stores.name}' in {stores.mlflow_uri}")
     runs = client.search_runs([experiment.experiment_id], max_results=10_000)
-    parents = [r for r in runs if r.data.tags.get(ROLE) == "parent"]
+    parents = [r for r in runs if r.data.tags.get(ROLE) == PARENT]
     if not parents:
         raise FileNotFoundError(f"study '{stores.name}' has no parent run in {stores.mlflow_uri}")
     parent = parents[0]
@@ -113,12 +113,12 @@ def load_study(stores: Stores) -> StudyRecord:
         if tags.get(ROLE) not in found:
             continue
         found[tags[ROLE]].append(Trial(
-            number=int(tags[NUMBER]), name=run.info.run_name, state=tags.get("state", "running"),
-            reason=tags.get("state_reason", ""), sampled=json.loads(tags.get("sampled", "{}")),
+            number=int(tags[NUMBER]), name=run.info.run_name, state=tags.get(STATE, RUNNING),
+            reason=tags.get(REASON, ""), sampled=json.loads(tags.get(SAMPLED, "{}")),
             config=_config_from_params(run.data.params),
             objectives={m: run.data.metrics[m] for m, _ in objectives if m in run.data.metrics},
-            steps=int(tags.get("steps", 0)), run_id=run.info.run_id,
-            repeat=int(tags.get("repeat", 0)), tags=dict(tags)))
+            steps=int(tags.get(STEPS, 0)), run_id=run.info.run_id,
+            repeat=int(tags.get(REPEAT, 0)), tags=dict(tags)))
     for trials in found.values():
         trials.sort(key=lambda t: (t.number, t.repeat))
     return StudyRecord(stores, {"run_id": parent.info.run_id, "params": dict(parent.data.params),

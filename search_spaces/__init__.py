@@ -4,10 +4,11 @@ Knows Optuna and the config schema, nothing of Ray or MLflow.
 """
 from __future__ import annotations
 
-import difflib
 from importlib import resources
 
 import yaml
+
+from trainables.schema import did_you_mean
 
 from .space import Param, Space, SpaceError
 
@@ -23,8 +24,7 @@ def load_space(space: str | dict) -> Space:
     if isinstance(space, dict):
         return Space.from_mapping(space)
     if space not in space_names():
-        close = difflib.get_close_matches(str(space), space_names(), n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else ""
+        hint = did_you_mean(space, space_names())
         raise SpaceError(f"no shipped space named '{space}'{hint} (shipped: {', '.join(space_names())})")
     try:
         data = yaml.safe_load((SPACE_DIR / f"{space}.yaml").read_text())

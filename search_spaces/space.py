@@ -21,7 +21,9 @@ from typing import Callable
 
 import optuna
 
-from trainables.config import Config, ConfigError, flatten, load_config, set_dotted, source_data
+from trainables.config import (Config, ConfigError, default_loop_start, flatten, load_config, loop_span,
+                               set_dotted, source_data)
+from trainables.schema import build, coerce
 
 KINDS = ("categorical", "int", "float")
 LOOP_START, LOOP_END, N_EMBD = "curriculum.loops.start", "curriculum.loops.end", "model.n_embd"
@@ -50,20 +52,14 @@ class Param:
         return trial.suggest_float(name, self.low, self.high, step=self.step, log=self.log)
 
 
-def _number(label: str, value, integer: bool) -> float:
-    if isinstance(value, str):          # YAML 1.1 reads 1e-4 as a string
-        try:
-            value = float(value)
-        except ValueError:
-            pass
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise SpaceError(f"{label}: expected a number, got {value!r}")
-    if integer and not float(value).is_integer():
-        raise SpaceError(f"{label}: expected an integer, got {value!r}")
-    return int(value) if integer else float(value)
+@dataclass(frozen=True)
+class _RangeOptions:
+    """What may stand beside `int: [low, high]` or `float: [low, high]`."""
+    step: float | None = None
+    log: bool = False
 
 
-def parse_param(label: str, spec) -> Param:
+def parse_param(label: str, key: str, spec) -> Param:
     """One entry of a space: a {categorical|int|float: ...} mapping, or a fixed plain value."""
     if not isinstance(spec, dict):
         if isinstance(spec, list):
@@ -73,32 +69,33 @@ def parse_param(label: str, spec) -> Param:
     if len(kinds) != 1:
         raise SpaceError(f"{label}: needs exactly one of {', '.join(KINDS)}, got keys {sorted(spec)}")
     kind = kinds[0]
-    extra = set(spec) - {kind} - ({"step", "log"} if kind != "categorical" else set())
-    if extra:
-        raise SpaceError(f"{label}: unknown option(s) {sorted(extra)} for a {kind} parameter")
+    options = {k: v for k, v in spec.items() if k != kind}
     if kind == "categorical":
         choices = spec[kind]
+        if options:
+            raise SpaceError(f"{label}: unknown option(s) {sorted(options)} for a categorical parameter")
         if not isinstance(choices, list) or not choices:
             raise SpaceError(f"{label}: categorical needs a non-empty list of choices")
         if any(isinstance(c, (dict, list)) for c in choices):
             raise SpaceError(f"{label}: categorical choices must be plain values, got {choices!r}")
         return Param("categorical", choices=tuple(choices))
-    bounds = spec[kind]
-    if not isinstance(bounds, list) or len(bounds) != 2:
-        raise SpaceError(f"{label}: {kind} needs [low, high], got {bounds!r}")
-    integer = kind == "int"
-    low, high = (_number(label, b, integer) for b in bounds)
-    step = _number(f"{label} step", spec["step"], integer) if "step" in spec else None
-    log = spec.get("log", False)
-    if not isinstance(log, bool):
-        raise SpaceError(f"{label}: log must be true or false, got {log!r}")
+    number = int if kind == "int" else float
+    try:
+        parsed = build(_RangeOptions, options, f"{key}.", noun="option")
+        bounds = coerce(f"{key}.{kind}", list[number], spec[kind])
+        step = None if parsed.step is None else coerce(f"{key}.step", number, parsed.step)
+    except ConfigError as exc:
+        raise SpaceError(f"{label}: {exc}") from None
+    if len(bounds) != 2:
+        raise SpaceError(f"{label}: {kind} needs [low, high], got {spec[kind]!r}")
+    low, high = bounds
     if low > high:
         raise SpaceError(f"{label}: low {low} is above high {high}")
     if step is not None and step <= 0:
         raise SpaceError(f"{label}: step must be positive, got {step}")
-    if log and (low <= 0 or step not in (None, 1)):
+    if parsed.log and (low <= 0 or step not in (None, 1)):
         raise SpaceError(f"{label}: a log range needs low > 0 and no step")
-    return Param(kind, low=low, high=high, step=step, log=log)
+    return Param(kind, low=low, high=high, step=step, log=parsed.log)
 
 
 # ---------------------------------------------------------------- constraints built into ranges
@@ -114,15 +111,17 @@ def _on_grid(param: Param, low: int) -> Param:
 
 
 def _loop_span(values: dict) -> int:
-    """(T-1)*s+1 for looped models (every step needs that many loops), else 1."""
+    """The window's span for looped models (every step needs that many loops), else 1."""
     if values["model.family"] != "looped":
         return 1
-    return (values["training.n_loop_window"] - 1) * values["training.loop_dilation"] + 1
+    return loop_span(values["training.n_loop_window"], values["training.loop_dilation"])
 
 
 def _loop_start(values: dict) -> int:
     start = values[LOOP_START]
-    return values["training.n_loop_window"] * values["training.loop_dilation"] if start is None else start
+    if start is None:
+        return default_loop_start(values["training.n_loop_window"], values["training.loop_dilation"])
+    return start
 
 
 def _constrain(name: str, param: Param, values: dict) -> Param:
@@ -178,7 +177,7 @@ class Space:
                 set_dotted({}, str(key), None)
             except ConfigError as exc:
                 raise SpaceError(f"{label}: {exc}") from None
-            parsed[str(key)] = parse_param(label, spec)
+            parsed[str(key)] = parse_param(label, str(key), spec)
         return cls(name, parsed, str(description))
 
     @property
@@ -192,16 +191,16 @@ class Space:
         return free + [k for k in CONSTRAINED if k in self.params]
 
     def sampler(self, base: str | dict, overrides: dict | None = None
-                ) -> Callable[[optuna.Trial], dict]:
-        """A define-by-run function: draws a trial's values, returns all of the space's
-        dotted overrides (fixed and drawn). Raises optuna.TrialPruned with a reason when the
-        drawn values cannot form a valid config."""
+                ) -> Callable[[optuna.Trial], tuple[dict, Config]]:
+        """A define-by-run function: draws a trial's values and returns (all of the space's
+        dotted overrides, fixed and drawn; the trial's resolved config). Raises
+        optuna.TrialPruned with a reason when the drawn values cannot form a valid config."""
         base_data = source_data(base) if isinstance(base, str) else base
         overrides = dict(overrides or {})
         defaults = {**Config().flat(), **flatten(base_data), **flatten(overrides)}
         head_searched = "model.n_head" in self.searched
 
-        def define_by_run(trial: optuna.Trial) -> dict:
+        def define_by_run(trial: optuna.Trial) -> tuple[dict, Config]:
             chosen: dict = {}
             for name in self._order():
                 param = self.params[name]
@@ -213,10 +212,9 @@ class Space:
                     param = _constrain(name, param, values)
                 chosen[name] = param.suggest(trial, name)
             try:
-                load_config(base_data, {**overrides, **chosen})
+                return chosen, load_config(base_data, {**overrides, **chosen})
             except ConfigError as exc:
                 raise optuna.TrialPruned(f"invalid config: {exc}") from None
-            return chosen
 
         return define_by_run
 

@@ -7,4 +7,13 @@ QUIET_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "MLFLOW_DISABLE_TELEMETRY": "true",
              "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
              # a probe trial reports its probe objective only once probing starts; the study
              # file's objectives are checked against what each trainable reports (study.spec)
-             "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1"}
+             "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1",
+             "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}      # no bars in reports
+
+
+def quiet_environment() -> None:
+    """Set QUIET_ENV in this process (keeping what the user set), before Ray or MLflow start."""
+    import os
+
+    for key, value in QUIET_ENV.items():
+        os.environ.setdefault(key, value)

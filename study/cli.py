@@ -5,6 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from study import quiet_environment
 from study.cluster_cli import add_cluster_commands, add_job_args
 from trainables.config import ConfigError
 
@@ -82,9 +83,9 @@ def _finish_study(spec, result) -> None:
 
 def cmd_run(args) -> None:
     from study.runner import run_study
-    from study.spec import load_study
+    from study.spec import read_study_file
 
-    spec = load_study(args.study)
+    spec = read_study_file(args.study)
     if args.results:
         spec.results_dir = Path(args.results).resolve()
     _finish_study(spec, run_study(spec))
@@ -197,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    quiet_environment()
     args = build_parser().parse_args(argv)
     try:
         args.func(args)

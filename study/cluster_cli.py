@@ -40,9 +40,9 @@ def submit_study(spec, args, resume: bool = False) -> None:
 
 
 def cmd_submit(args) -> None:
-    from .spec import load_study, parse_study
+    from .spec import parse_study, read_study_file
 
-    spec = load_study(args.study)
+    spec = read_study_file(args.study)
     storage = spec.storage.merged(storage_path=args.storage_path, optuna=args.optuna_storage,
                                   mlflow=args.mlflow_uri)
     spec = parse_study({**spec.source, "storage": storage.given()}, args.study)
@@ -50,7 +50,7 @@ def cmd_submit(args) -> None:
 
 
 def cmd_jobs(args) -> None:
-    from .progress import table
+    from analysis.layout import table
     from .submit import job_rows
 
     rows = job_rows(_address(args))

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from optuna.trial import TrialState
 
-COMPLETED, PRUNED, FAILED, RUNNING = "completed", "pruned", "failed", "running"
+from analysis.layout import COMPLETED, FAILED, PRUNED, RUNNING
+
 OPTUNA_STATE = {COMPLETED: TrialState.COMPLETE, PRUNED: TrialState.PRUNED, FAILED: TrialState.FAIL}
 FROM_OPTUNA = {v: k for k, v in OPTUNA_STATE.items()}
 MLFLOW_STATUS = {COMPLETED: "FINISHED", PRUNED: "KILLED", FAILED: "FAILED", RUNNING: "RUNNING"}
-REASON = "state_reason"        # Optuna user attribute and MLflow tag holding the reason
 
 
 def classify(result: dict | None, error: bool, max_steps: int) -> tuple[str, str]:

@@ -7,9 +7,9 @@ from pathlib import Path
 import yaml
 
 from analysis.export import scale_full, to_reference
-from analysis.replicates import groups, ranked_for_export
 from analysis.report import write_report
-from analysis.trials import load_study as load_record
+from analysis.seed_stats import groups, ranked_for_export
+from analysis.trials import read_record
 
 from .spec import BASE, StudyError, StudySpec
 from .stores import Stores
@@ -23,7 +23,7 @@ def report(spec: StudySpec, out: Path | None = None) -> Path:
     artifacts of the study's parent run, under `report/`."""
     stores = Stores.of(spec)
     out = Path(out) if out else stores.root / "report"
-    record = load_record(stores)
+    record = read_record(stores)
     write_report(record, spec.space.params, str(stores.study_file), out)
     tracker = Tracker(stores)
     tracker.client.log_artifacts(tracker.parent_id(), str(out), "report")
@@ -39,7 +39,7 @@ def export(spec: StudySpec, top: int = 1, fmt: str = "loopstudy", scale: str | N
     if scale not in (None, "full"):
         raise StudyError(f"--scale must be 'full', got '{scale}'")
     stores = Stores.of(spec)
-    record = load_record(stores)
+    record = read_record(stores)
     ranked = ranked_for_export(record)
     replicated = {g.number: g for g in groups(record)} if record.replicates else {}
     if not ranked:

@@ -16,16 +16,20 @@ import os
 import time
 from dataclasses import dataclass, field
 
+import yaml
 from optuna.trial import TrialState
 
-from . import QUIET_ENV
+from trainables.config import first_difference, from_dict
+
+from . import quiet_environment
 from .cluster import READY, alive_nodes, check_nodes
-from .outcome import RUNNING
-from .replicates import PlannedTrials, make_plan, read_plan, write_plan
+from analysis.layout import REPLICATE, RUNNING, STATE, TRIAL, TUNE_ID
+
+from .replicate_plan import PlannedTrials, make_plan, read_plan, write_plan
 from .searcher import StudySearch, fail_running
 from .spec import StudyError, StudySpec
 from .stores import Stores
-from .tracking import REPLICATE, TRIAL, TUNE_ID, Tracker, TrackingCallback
+from .tracking import Tracker, TrackingCallback
 
 
 @dataclass
@@ -41,6 +45,29 @@ class StudyResult:
     def overhead(self) -> float:
         """Share of the wall time not explained by the trials' time / concurrency."""
         return 1 - self.trials_s / self.concurrency / self.wall_s if self.wall_s else 0.0
+
+
+BASE_CONFIGS = "base_configs.yaml"   # each base's resolved config when the study started
+
+
+def _write_base_configs(spec: StudySpec, stores: Stores) -> None:
+    (stores.root / BASE_CONFIGS).write_text(yaml.safe_dump(
+        {b: c.to_dict() for b, c in spec.base_configs.items()}, sort_keys=False))
+
+
+def _check_base_configs(spec: StudySpec, stores: Stores) -> None:
+    """On resume, refuse a base whose resolved config changed since the study started (an edited
+    preset or base file would silently change the trials drawn from now on)."""
+    path = stores.root / BASE_CONFIGS
+    if not path.is_file():
+        return
+    kept = yaml.safe_load(path.read_text())
+    for base, config in spec.base_configs.items():
+        difference = first_difference(from_dict(kept[base]), config) if base in kept else None
+        if difference:
+            raise StudyError(f"{path}: base '{base}' resolves to another config than when the study "
+                             f"started ({difference}): restore the preset or base file, or start a "
+                             "new study")
 
 
 def _start_ray(stores: Stores) -> int:
@@ -76,12 +103,12 @@ def _tuner(spec: StudySpec, stores: Stores, tracker: Tracker, resume: bool, plan
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-    from .progress import ProgressCallback
+    from .progress_table import ProgressCallback
 
     experiment = stores.experiment if plan is None else stores.replicate_experiment
     trainable = tune.with_resources(_adapter(spec), {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
-    param_space = {"base": spec.bases[0], "overrides": spec.overrides, "run_root": str(experiment),
-                   "repeats": spec.seeds_per_config, "phase": TRIAL if plan is None else REPLICATE}
+    param_space = {"run_root": str(experiment), "repeats": spec.seeds_per_config,
+                   "phase": TRIAL if plan is None else REPLICATE}
     if resume:
         return tune.Tuner.restore(str(experiment), trainable, resume_errored=True, param_space=param_space)
     scheduler, time_limit = FIFOScheduler(), None
@@ -129,7 +156,7 @@ def _fit(spec: StudySpec, stores: Stores, tracker: Tracker, resume: bool,
     total = len(plan) if plan is not None else spec.budget.num_samples * spec.seeds_per_config
     time_up = plan is None and spec.budget.time_limit_s is not None and wall >= spec.budget.time_limit_s
     if time_up:
-        fail_running(stores.optuna_study(), "stopped by the study's time limit", TrialState.PRUNED)
+        fail_running(stores.optuna_storage(), spec.name, "stopped by the study's time limit", TrialState.PRUNED)
     finished = time_up or not unfinished and len(ids) >= total
     return finished, wall, sum(r.metrics.get("time_total_s", 0) for r in grid)
 
@@ -137,8 +164,7 @@ def _fit(spec: StudySpec, stores: Stores, tracker: Tracker, resume: bool,
 def run_study(spec: StudySpec, resume: bool = False) -> StudyResult:
     """Run `spec` (or resume it after an interruption or a crash): the search, then the
     replicate phase when the study asks for one. Returns whether both finished."""
-    for key, value in QUIET_ENV.items():
-        os.environ.setdefault(key, value)
+    quiet_environment()
     stores = Stores.of(spec)
     _adapter(spec)
     started_before = (stores.experiment / "tuner.pkl").is_file()
@@ -148,8 +174,12 @@ def run_study(spec: StudySpec, resume: bool = False) -> StudyResult:
         raise StudyError(f"{stores.root} already holds study '{spec.name}': resume it with "
                          f"`loopstudy resume {stores.root}` (on a cluster, add --address), or delete "
                          "the folder to start again")
+    if resume:
+        _check_base_configs(spec, stores)
     cpus = _start_ray(stores)
     stores.root.mkdir(parents=True, exist_ok=True)
+    if not (stores.root / BASE_CONFIGS).is_file():
+        _write_base_configs(spec, stores)
     stores.study_file.write_text(spec.to_yaml())
     tracker = Tracker(stores)
     tracker.start_parent(spec)
@@ -158,8 +188,8 @@ def run_study(spec: StudySpec, resume: bool = False) -> StudyResult:
     if plan is None:             # the search has not finished yet
         result.finished, result.wall_s, result.trials_s = _fit(spec, stores, tracker, resume)
         if result.finished:
+            fail_running(stores.optuna_storage(), spec.name, "lost: never reported back to the searcher")
             study = stores.optuna_study()
-            fail_running(study, "lost: never reported back to the searcher")
             tracker.reconcile(study)
             if spec.replicates:
                 plan = make_plan(study, spec)
@@ -175,7 +205,7 @@ def run_study(spec: StudySpec, resume: bool = False) -> StudyResult:
     for t in stores.optuna_study().get_trials(deepcopy=False):
         result.states[t.state.name] = result.states.get(t.state.name, 0) + 1
     for run in tracker.children(REPLICATE):
-        state = run.data.tags.get("state", RUNNING)
+        state = run.data.tags.get(STATE, RUNNING)
         result.replicates[state] = result.replicates.get(state, 0) + 1
     summary = {f"trials_{k.lower()}": v for k, v in result.states.items()}
     summary.update({f"replicates_{k}": v for k, v in result.replicates.items()})

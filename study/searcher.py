@@ -8,9 +8,14 @@ Over Ray's OptunaSearch this adds:
 - `seeds_per_config` Tune trials per Optuna trial (training.seed + 0, 1, ...), told as one;
 - on restore, RUNNING Optuna trials that no restored Tune trial owns (asked after the last
   state snapshot of a killed driver) are marked FAIL with a reason;
-- the Tune config of a trial is {"params": all dotted overrides of the space, "sampled": the
-  drawn ones, "trial": Optuna trial number, "repeat": index, and "base" when the study draws
-  one of several}, merged by Tune with the study's constant param_space.
+- the Tune config of a trial is {"config": its resolved config mapping (resolved once, here in
+  the driver), "config_hash", "params": all dotted overrides of the space, "sampled": the drawn
+  ones, "trial": Optuna trial number, "repeat": index}, merged by Tune with the study's constant
+  param_space; the Optuna trial records the config and its hash as user attributes.
+
+OptunaSearch exposes neither the Optuna study it creates nor its Tune-id -> Optuna-trial map;
+`_optuna_study` and `_optuna_trials` below are the one place that reads those internals, and
+tests/test_searcher.py fails when a Ray upgrade changes them.
 """
 from __future__ import annotations
 
@@ -22,8 +27,10 @@ import optuna
 from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
-from .outcome import COMPLETED, FAILED, OPTUNA_STATE, PRUNED, REASON, classify, objective_values
-from .spec import BASE
+from analysis.layout import CONFIG_HASH, REASON, config_hash
+
+from .outcome import COMPLETED, FAILED, OPTUNA_STATE, PRUNED, classify, objective_values
+from .spec import SAMPLERS, resolved
 
 logger = logging.getLogger(__name__)
 MAX_REJECTED_DRAWS = 100
@@ -40,8 +47,11 @@ class _BruteForce(optuna.samplers.BruteForceSampler):
             pass
 
 
-SAMPLERS = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler,
-            "brute_force": _BruteForce}
+SAMPLER_CLASSES = dict(zip(SAMPLERS, (optuna.samplers.TPESampler, optuna.samplers.RandomSampler,
+                                       _BruteForce)))
+SEED = "training.seed"
+# OptunaSearch's attributes (Ray 2.60) holding its Optuna study and Tune id -> optuna.Trial
+OPTUNA_SEARCH_STUDY, OPTUNA_SEARCH_TRIALS = "_ot_study", "_ot_trials"
 
 
 class StudySearch(OptunaSearch):
@@ -51,63 +61,82 @@ class StudySearch(OptunaSearch):
         single = len(metrics) == 1
         super().__init__(space=space_fn, metric=metrics[0] if single else metrics,
                          mode=modes[0] if single else modes, storage=storage, study_name=study_name,
-                         sampler=SAMPLERS[sampler](seed=sampler_seed))
+                         sampler=SAMPLER_CLASSES[sampler](seed=sampler_seed))
+        for name, kind in ((OPTUNA_SEARCH_STUDY, optuna.Study), (OPTUNA_SEARCH_TRIALS, dict)):
+            if not isinstance(getattr(self, name, None), kind):
+                raise RuntimeError(f"ray.tune.search.optuna.OptunaSearch has no {name} ({kind.__name__}) "
+                                   "any more: mend the adapter in study/searcher.py")
+        self._optuna_storage, self._study_name = storage, study_name
         self._metrics = metrics
         self._max_steps = max_steps
         self._repeats = seeds_per_config
         self._base_seed = base_seed
-        self._pending: list[tuple] = []                   # (number, params, sampled, repeat) to hand out
+        self._pending: list[tuple] = []                   # (number, drawn, sampled, repeat) to hand out
         self._number: dict[str, int] = {}                 # Tune trial id -> Optuna trial number
         self._primary: dict[int, str] = {}                # Optuna number -> Tune id owning it
         self._ended: dict[int, dict] = {}                 # number -> {Tune id: (state, reason, values)}
         self._reported: dict[str, int] = {}               # Tune id -> last step reported to Optuna
         self._told: set[int] = set()                      # Optuna numbers already finished
 
+    # ------------------------------------------------------------ OptunaSearch's internals
+
+    @property
+    def _optuna_study(self) -> optuna.Study:
+        return getattr(self, OPTUNA_SEARCH_STUDY)
+
+    @property
+    def _optuna_trials(self) -> dict[str, optuna.Trial]:
+        return getattr(self, OPTUNA_SEARCH_TRIALS)
+
     # ------------------------------------------------------------ asking
 
     def _draw(self, trial_id: str) -> dict | None:
+        """{"params", "config"} of the space's define-by-run function, or FINISHED / None."""
         reason = ""
         for _ in range(MAX_REJECTED_DRAWS):
             try:
                 return super().suggest(trial_id)
             except optuna.TrialPruned as exc:
                 reason = f"rejected when sampled: {exc}"
-                rejected = self._ot_trials.pop(trial_id)
+                rejected = self._optuna_trials.pop(trial_id)
                 rejected.set_user_attr(REASON, reason)
-                self._ot_study.tell(rejected, state=TrialState.PRUNED)
+                self._optuna_study.tell(rejected, state=TrialState.PRUNED)
         raise RuntimeError(f"the search space rejected {MAX_REJECTED_DRAWS} draws in a row; last: {reason}")
 
     def suggest(self, trial_id: str) -> dict | None:
         if self._pending:
-            number, params, sampled, repeat = self._pending.pop(0)
+            number, drawn, sampled, repeat = self._pending.pop(0)
         else:
-            params = self._draw(trial_id)
-            if params is None or params == self.FINISHED:
-                return params
-            ot_trial = self._ot_trials[trial_id]
+            drawn = self._draw(trial_id)
+            if drawn is None or drawn == self.FINISHED:
+                return drawn
+            ot_trial = self._optuna_trials[trial_id]
             number, sampled, repeat = ot_trial.number, ot_trial.params, 0
+            ot_trial.set_user_attr("config", drawn["config"])
+            ot_trial.set_user_attr(CONFIG_HASH, config_hash(drawn["config"]))
             self._primary[number] = trial_id
             self._ended[number] = {}
-            self._pending = [(number, params, sampled, r) for r in range(1, self._repeats)]
+            self._pending = [(number, drawn, sampled, r) for r in range(1, self._repeats)]
+        params, config = drawn["params"], drawn["config"]
         if self._repeats > 1:
-            params = {**params, "training.seed": params.get("training.seed", self._base_seed) + repeat}
+            seed = params.get(SEED, self._base_seed) + repeat
+            params, config = {**params, SEED: seed}, resolved(config, {SEED: seed})
         self._number[trial_id] = number
         self._ended[number][trial_id] = None
-        base = {BASE: params[BASE]} if BASE in params else {}     # a drawn base replaces the study's
-        params = {k: v for k, v in params.items() if k != BASE}
-        return {"params": params, "sampled": sampled, "trial": number, "repeat": repeat, **base}
+        return {"config": config, CONFIG_HASH: config_hash(config), "params": params,
+                "sampled": sampled, "trial": number, "repeat": repeat}
 
     # ------------------------------------------------------------ telling
 
     def on_trial_result(self, trial_id: str, result: dict | None) -> None:
         """Report the objective at the trainer's step. Tune skips this for the result on which
         the scheduler stops a trial, so on_trial_complete reports that one."""
-        if len(self._metrics) > 1 or trial_id not in self._ot_trials or self._number[trial_id] in self._told:
+        if len(self._metrics) > 1 or trial_id not in self._optuna_trials or self._number[trial_id] in self._told:
             return          # Optuna keeps no intermediate values for multi-objective studies
         result = result or {}
         step = result.get("step", -1)
         if self.metric in result and step > self._reported.get(trial_id, -1):
-            self._ot_trials[trial_id].report(float(result[self.metric]), int(step))
+            self._optuna_trials[trial_id].report(float(result[self.metric]), int(step))
             self._reported[trial_id] = step
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
@@ -129,10 +158,10 @@ class StudySearch(OptunaSearch):
         else:
             group_state = FAILED if all(s == FAILED for s in states) else PRUNED
             reason = next(e[1] for e in ended if e[0] != COMPLETED)
-        ot_trial = self._ot_trials[primary]
+        ot_trial = self._optuna_trials[primary]
         try:
             ot_trial.set_user_attr(REASON, reason)
-            self._ot_study.tell(ot_trial, values if values is None or len(values) > 1 else values[0],
+            self._optuna_study.tell(ot_trial, values if values is None or len(values) > 1 else values[0],
                                 state=OPTUNA_STATE[group_state])
         except (ValueError, RuntimeError) as exc:
             logger.warning("Optuna trial %s not updated: %s", number, exc)
@@ -150,17 +179,20 @@ class StudySearch(OptunaSearch):
             self.__dict__.update(pickle.load(f))
         # a driver killed after telling Optuna but before its next snapshot: the trial is
         # re-run by Tune, but its first outcome stands
-        self._told |= {t.number for t in self._ot_study.get_trials(deepcopy=False)
+        self._told |= {t.number for t in self._optuna_study.get_trials(deepcopy=False)
                        if t.state.is_finished()}
-        live = {t.number for t in self._ot_trials.values()} - self._told
-        fail_running(self._ot_study, "lost: asked for after the last state snapshot of a killed driver",
-                     keep=live)
+        live = {t.number for t in self._optuna_trials.values()} - self._told
+        fail_running(self._optuna_storage, self._study_name,
+                     "lost: asked for after the last state snapshot of a killed driver", keep=live)
 
 
-def fail_running(study: optuna.Study, reason: str, state: TrialState = TrialState.FAIL,
-                 keep: set[int] = frozenset()) -> None:
-    """Finish the RUNNING trials of `study` (except `keep`) with `state` and `reason`."""
+def fail_running(storage: optuna.storages.BaseStorage, study_name: str, reason: str,
+                 state: TrialState = TrialState.FAIL, keep: set[int] = frozenset()) -> None:
+    """Finish the RUNNING trials of the study (except `keep`) with `state` and `reason`."""
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    study_id = storage.get_study_id_from_name(study_name)
     for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if frozen.number not in keep:
-            study._storage.set_trial_user_attr(frozen._trial_id, REASON, reason)
+            trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, frozen.number)
+            storage.set_trial_user_attr(trial_id, REASON, reason)
             study.tell(frozen.number, state=state)

@@ -8,8 +8,9 @@ import os
 import sys
 from pathlib import Path
 
-LEAN_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true",
-            "DO_NOT_TRACK": "1"}
+from . import QUIET_ENV
+
+LEAN_ENV = {**QUIET_ENV, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 
 
 def mlflow_server_command(backend: str, artifacts: str | Path, host: str = "127.0.0.1",

@@ -7,22 +7,17 @@ import json
 
 import optuna
 
-from .outcome import FROM_OPTUNA, REASON, RUNNING
-from .progress import table
+from analysis import seed_stats
+from analysis.layout import (NUMBER, REASON, REPLICATE, RUNNING, SAMPLED, STATE, STEPS, TUNE_ID, fmt,
+                             params_text, table)
+from analysis.trials import read_record
+
+from .outcome import FROM_OPTUNA
 from .spec import StudySpec
 from .stores import Stores
-from .tracking import NUMBER, REPLICATE, TUNE_ID, Tracker
+from .tracking import Tracker
 
 HEADER = ["trial", "state", "params", "objective", "steps", "reason"]
-
-
-def _fmt(value) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-
-def _params(values: dict) -> str:
-    """`loop_dilation=2 seed=1`: dotted keys by their last part."""
-    return " ".join(f"{k.rsplit('.', 1)[-1]}={_fmt(v)}" for k, v in values.items())
 
 
 def status_rows(spec: StudySpec) -> list[list[str]]:
@@ -37,19 +32,19 @@ def status_rows(spec: StudySpec) -> list[list[str]]:
     rows = []
     for trial in study.get_trials(deepcopy=False):
         state = FROM_OPTUNA.get(trial.state, RUNNING)
-        params = _params(trial.params)
-        objective = ", ".join(_fmt(v) for v in trial.values) if trial.values else "-"
+        params = params_text(trial.params)
+        objective = ", ".join(fmt(v) for v in trial.values) if trial.values else "-"
         reason = trial.user_attrs.get(REASON, "")
         for run in sorted(runs.get(trial.number, []), key=lambda r: r.info.run_name) or [None]:
             name = run.info.run_name if run else f"t{trial.number:03d} (no run)"
-            steps = run.data.tags.get("steps", "0") if run else "-"
+            steps = run.data.tags.get(STEPS, "0") if run else "-"
             rows.append([name, state, params, objective, steps, reason])
     metric = spec.metrics[0]
     for run in sorted(Tracker(stores).children(REPLICATE), key=lambda r: r.info.run_name):
         tags, value = run.data.tags, run.data.metrics.get(metric)
-        rows.append([run.info.run_name, f"replicate {tags.get('state', RUNNING)}",
-                     _params(json.loads(tags.get("sampled", "{}"))),
-                     _fmt(value) if value is not None else "-", tags.get("steps", "0"), tags.get(REASON, "")])
+        rows.append([run.info.run_name, f"replicate {tags.get(STATE, RUNNING)}",
+                     params_text(json.loads(tags.get(SAMPLED, "{}"))),
+                     fmt(value) if value is not None else "-", tags.get(STEPS, "0"), tags.get(REASON, "")])
     return rows
 
 
@@ -77,7 +72,7 @@ def best_summary(spec: StudySpec) -> str:
     for trial in best:
         run = names.get(trial.number)
         name = run.info.run_name if run else f"t{trial.number:03d}"
-        values = ", ".join(f"{o.metric}={_fmt(v)}" for o, v in zip(spec.objectives, trial.values))
+        values = ", ".join(f"{o.metric}={fmt(v)}" for o, v in zip(spec.objectives, trial.values))
         config = stores.experiment / run.data.tags[TUNE_ID] / "config.yaml" if run else "-"
         lines.append(f"  {name}: {values}\n    config: {config}")
     lines += _replicate_lines(stores)
@@ -87,19 +82,16 @@ def best_summary(spec: StudySpec) -> str:
 
 def _replicate_lines(stores: Stores) -> list[str]:
     """Each replicated config's mean and 90% interval over its fresh seeds, and the verdict."""
-    from analysis import replicates
-    from analysis.trials import load_study as load_record
-
-    record = load_record(stores)
+    record = read_record(stores)
     if not record.replicates:
         return []
     lines = ["replicates (fresh seeds, mean [90% interval]):"]
-    for group in replicates.groups(record):
-        lo, hi = replicates.interval(group.values)
-        lines.append(f"  {group.key}: {_fmt(group.mean)} [{_fmt(lo)}, {_fmt(hi)}] over {len(group.values)} seeds")
-    verdict = replicates.compare_best(record)
+    for group in seed_stats.groups(record):
+        lo, hi = seed_stats.interval(group.values)
+        lines.append(f"  {group.key}: {fmt(group.mean)} [{fmt(lo)}, {fmt(hi)}] over {len(group.values)} seeds")
+    verdict = seed_stats.compare_best(record)
     if verdict:
         verb = "distinguishable" if verdict["distinguishable"] else "not distinguishable"
-        lines.append(f"  best vs runner-up: {verb} (difference {_fmt(verdict['difference'])}, 90% interval "
-                     f"[{_fmt(verdict['interval'][0])}, {_fmt(verdict['interval'][1])}])")
+        lines.append(f"  best vs runner-up: {verb} (difference {fmt(verdict['difference'])}, 90% interval "
+                     f"[{fmt(verdict['interval'][0])}, {fmt(verdict['interval'][1])}])")
     return lines

@@ -24,22 +24,18 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from ray.tune import Callback
 
-from trainables.probe import PROBE_FOLDER
-from trainables.ray_adapter import trial_config
+from analysis.layout import (CONFIG_HASH, FAILED, NUMBER, PARENT, REASON, REPEAT, REPLICATE, ROLE,
+                             RUNNING, SAMPLED, STATE, STEPS, TRIAL, TUNE_ID, VERSIONED, fmt, short_label)
+from trainables.config import Config, from_dict
+from trainables.probing import PROBE_FOLDER
 
-from .outcome import FAILED, FROM_OPTUNA, MLFLOW_STATUS, REASON, RUNNING, classify
+from .outcome import FROM_OPTUNA, MLFLOW_STATUS, classify
 from .stores import Stores
 
-ROLE, TUNE_ID, NUMBER = "loopstudy_role", "tune_trial_id", "optuna_trial"
-TRIAL, REPLICATE = "trial", "replicate"        # ROLE of a search trial's run, of a replicate's
-SHORT = {"training.learning_rate": "lr", "training.seed": "seed", "training.loop_dilation": "s",
-         "training.n_loop_window": "T",
-         "curriculum.loops.end": "b", "model.n_embd": "D", "model.n_layer": "L"}
-VERSIONED = ("torch", "ray", "optuna", "mlflow", "numpy")
 
-
-def _fmt(value) -> str:
-    return f"{value:.3g}" if isinstance(value, float) else str(value)
+def trial_config(tune_config: dict) -> Config:
+    """The trial's config, as the driver resolved it into its Tune config."""
+    return from_dict(tune_config["config"])
 
 
 def trial_name(tune_config: dict) -> str:
@@ -47,17 +43,17 @@ def trial_name(tune_config: dict) -> str:
     `t007r1 ...` for the second seed of a config, `t007.rep1 ... seed=12` for a replicate."""
     config, sampled, number = trial_config(tune_config), tune_config["sampled"], tune_config["trial"]
     m, tr = config.model, config.training
-    shown = {"s": tr.loop_dilation, "T": tr.n_loop_window, "b": config.n_loops} \
+    shown = {"s": tr.loop_dilation, "T": tr.n_loop_window, "b": config.loop_budget} \
         if m.family == "looped" else {"L": m.n_layer}
     shown["D"] = m.n_embd
     for key, value in sampled.items():
-        shown.setdefault(SHORT.get(key, key.rsplit(".", 1)[-1]), value)
+        shown.setdefault(short_label(key), value)
     label = f"t{number:03d}"
     if tune_config.get("phase") == REPLICATE:
         label += f".rep{tune_config['repeat']}"
     elif tune_config["repeats"] > 1:
         label += f"r{tune_config['repeat']}"
-    return " ".join([label] + [f"{k}={_fmt(v)}" for k, v in shown.items()])
+    return " ".join([label] + [f"{k}={fmt(v, 3)}" for k, v in shown.items()])
 
 
 def _git(*args: str) -> str:
@@ -117,7 +113,7 @@ class Tracker:
 
     def parent_id(self) -> str | None:
         if "parent" not in self._ids:
-            found = self._find(**{ROLE: "parent"})
+            found = self._find(**{ROLE: PARENT})
             if not found:
                 return None
             self._ids["parent"] = found[0].info.run_id
@@ -128,9 +124,9 @@ class Tracker:
         run_id = self.parent_id()
         if run_id:
             self.client.update_run(run_id, status="RUNNING")
-            self.client.log_batch(run_id, tags=[RunTag("state", RUNNING)])
+            self.client.log_batch(run_id, tags=[RunTag(STATE, RUNNING)])
             return run_id
-        tags = {ROLE: "parent", "state": RUNNING, "git_commit": _git("rev-parse", "HEAD"),
+        tags = {ROLE: PARENT, STATE: RUNNING, "git_commit": _git("rev-parse", "HEAD"),
                 "git_dirty": str(bool(_git("status", "--porcelain"))), "python": platform.python_version()}
         tags.update({f"version.{p}": metadata.version(p) for p in VERSIONED})
         run_id = self.client.create_run(self.experiment_id, run_name=spec.name, tags=tags).info.run_id
@@ -151,7 +147,7 @@ class Tracker:
 
     def end_parent(self, state: str, summary: dict) -> None:
         run_id = self.parent_id()
-        tags = [RunTag("state", state)] + [RunTag(k, str(v)) for k, v in summary.items()]
+        tags = [RunTag(STATE, state)] + [RunTag(k, str(v)) for k, v in summary.items()]
         self.client.log_batch(run_id, tags=tags)
         self.client.set_terminated(run_id, "FINISHED" if state == "finished" else "KILLED")
 
@@ -166,7 +162,7 @@ class Tracker:
             run_id = found[0].info.run_id
             if found[0].info.status != RUNNING.upper():
                 self._closed.add(run_id)
-            self._last_step[run_id] = int(found[0].data.tags.get("steps", -1))   # set with each logged batch
+            self._last_step[run_id] = int(found[0].data.tags.get(STEPS, -1))   # set with each logged batch
             self._nodes[run_id] = [n for n in found[0].data.tags.get("nodes", "").split(",") if n]
         else:
             run_id = self._create_child(trial.trial_id, trial.config)
@@ -176,8 +172,9 @@ class Tracker:
     def _create_child(self, tune_id: str, tune_config: dict) -> str:
         config = trial_config(tune_config)
         tags = {"mlflow.parentRunId": self.parent_id(), ROLE: tune_config.get("phase", TRIAL),
-                TUNE_ID: tune_id, NUMBER: str(tune_config["trial"]), "repeat": str(tune_config["repeat"]),
-                "state": RUNNING, "steps": "0", "sampled": json.dumps(tune_config["sampled"])}
+                TUNE_ID: tune_id, NUMBER: str(tune_config["trial"]), REPEAT: str(tune_config["repeat"]),
+                STATE: RUNNING, STEPS: "0", SAMPLED: json.dumps(tune_config["sampled"]),
+                CONFIG_HASH: tune_config[CONFIG_HASH]}
         run_id = self.client.create_run(self.experiment_id, run_name=trial_name(tune_config),
                                         tags=tags).info.run_id
         params = [Param(k, str(v)) for k, v in config.flat().items()]
@@ -207,13 +204,13 @@ class Tracker:
         now = int(time.time() * 1000)
         metrics = [Metric(k, float(v), now, step) for k, v in result.items()
                    if "/" in k and not k.startswith("config/") and isinstance(v, (int, float))]
-        self.client.log_batch(run_id, metrics=metrics, tags=[RunTag("steps", str(step))])
+        self.client.log_batch(run_id, metrics=metrics, tags=[RunTag(STEPS, str(step))])
         self._last_step[run_id] = step
 
     def end_child(self, run_id: str, state: str, reason: str, run_dir: Path | None = None) -> None:
         if run_id in self._closed:
             return
-        self.client.log_batch(run_id, tags=[RunTag("state", state), RunTag(REASON, reason)])
+        self.client.log_batch(run_id, tags=[RunTag(STATE, state), RunTag(REASON, reason)])
         for folder, name in [("", "eval.png"), ("", "summary.json"),
                              (PROBE_FOLDER, "probe.png"), (PROBE_FOLDER, "summary.json")]:
             if run_dir and (run_dir / folder / name).is_file():

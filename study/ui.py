@@ -12,7 +12,9 @@ from urllib.parse import quote, urlencode
 from .server import LEAN_ENV, mlflow_server_command
 from .spec import Objective, find_study
 from .stores import SERVERS, Stores
-from .tracking import ROLE, Tracker
+from analysis.layout import ROLE
+
+from .tracking import Tracker
 
 
 def ui_command(stores: Stores, objective: Objective, optuna: bool, port: int) -> tuple[list[str], str]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import select
 import shutil
 import signal
 import subprocess
@@ -22,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from test_study_runs import ENV
+from studyfiles import ENV, Lines, start_cli
 
 HEAD_PORT, JOBS_PORT, MLFLOW_PORT = 6379, 8265, 5001
 NODE_FLAGS = ["--node-ip-address=127.0.0.1", "--num-cpus=1", "--memory=1500000000",
@@ -40,10 +41,11 @@ class NetnsCluster:
         token = self.root / "token"
         token.write_text(secrets.token_hex(32))
         token.chmod(0o600)
-        # the cluster gets no PYTHONPATH: it imports the project only from what a job ships
-        self.cluster_env = {k: v for k, v in ENV.items() if k != "PYTHONPATH"}
-        self.cluster_env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token),
-                                RAY_USAGE_STATS_ENABLED="0", MLFLOW_DISABLE_TELEMETRY="true", DO_NOT_TRACK="1")
+        # the cluster gets no PYTHONPATH: it imports the project only from what a job ships; and
+        # not the local-only switch of study.QUIET_ENV, which forbids nodes to join
+        self.cluster_env = {k: v for k, v in ENV.items()
+                            if k not in ("PYTHONPATH", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")}
+        self.cluster_env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token))
         self.env = {**self.cluster_env, "PYTHONPATH": ENV["PYTHONPATH"]}
         self.address = f"http://127.0.0.1:{JOBS_PORT}"
         self.mlflow_uri = f"http://127.0.0.1:{MLFLOW_PORT}"
@@ -60,6 +62,11 @@ class NetnsCluster:
     def cli(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
         return self.run(sys.executable, "-m", "study.cli", *args, env=self.env, timeout=timeout, check=False)
 
+    def follow(self, job: str) -> Lines:
+        """The job's log as it is written (the driver's progress events among it)."""
+        return start_cli("logs", job, "--follow", "--address", self.address, cwd=self.root, env=self.env,
+                         prefix=["ip", "netns", "exec", self.ns])
+
     def flags(self) -> list[str]:
         return ["--address", self.address, "--python", sys.executable]
 
@@ -73,22 +80,15 @@ class NetnsCluster:
         subprocess.run(["ip", "netns", "exec", self.ns, "ip", "link", "set", "lo", "up"], check=True)
         self.shared.mkdir()
         ray = str(Path(sys.executable).parent / "ray")
-        self.mlflow = subprocess.Popen(
-            ["ip", "netns", "exec", self.ns, sys.executable, "-m", "study.cli", "server",
-             "--backend", f"sqlite:///{self.mlflow_db}", "--artifacts", str(self.artifacts),
-             "--port", str(MLFLOW_PORT)], env=self.env, cwd=self.root,
-            stdout=(self.root / "mlflow.log").open("w"), stderr=subprocess.STDOUT)
+        self.mlflow = start_cli("server", "--backend", f"sqlite:///{self.mlflow_db}", "--artifacts",
+                                str(self.artifacts), "--port", str(MLFLOW_PORT), cwd=self.root,
+                                env=self.env, prefix=["ip", "netns", "exec", self.ns])
         self.run(ray, "start", "--head", f"--port={HEAD_PORT}", "--include-dashboard=true",
                  "--dashboard-host=127.0.0.1", f"--dashboard-port={JOBS_PORT}",
                  f"--temp-dir={self.root / 'head'}", *NODE_FLAGS)
         self.run(ray, "start", f"--address=127.0.0.1:{HEAD_PORT}", f"--temp-dir={self.root / 'worker'}",
                  *NODE_FLAGS)
-        probe = f"import urllib.request as u; u.urlopen('{self.mlflow_uri}/health', timeout=2)"
-        deadline = time.monotonic() + 90
-        while self.run(sys.executable, "-c", probe, check=False).returncode:
-            assert self.mlflow.poll() is None, (self.root / "mlflow.log").read_text()
-            assert time.monotonic() < deadline, "the MLflow server did not answer within 90 s"
-            time.sleep(1)
+        self.mlflow.wait_for(r"Uvicorn running on|Listening at", timeout_s=90)
 
     def raylets(self) -> dict[str, tuple[int, str]]:
         """{"head" | "worker": (raylet pid, node id)} of the nodes whose raylet still runs."""
@@ -111,15 +111,30 @@ class NetnsCluster:
         """Every process in the namespace (nodes, orphaned agents, drivers, MLflow), then the
         namespace and the folder."""
         for sig, wait_s in ((signal.SIGTERM, 3), (signal.SIGKILL, 5)):
+            exits = []
             for pid in self.pids():
                 try:
+                    exits.append(os.pidfd_open(pid))
                     os.kill(pid, sig)
                 except ProcessLookupError:
                     pass
-            deadline = time.monotonic() + wait_s
-            while self.pids() and time.monotonic() < deadline:
-                time.sleep(0.2)
+            wait_for_exits(exits, wait_s)
         if getattr(self, "mlflow", None):
-            self.mlflow.wait(timeout=10)
+            self.mlflow.process.wait(timeout=10)
         subprocess.run(["ip", "netns", "del", self.ns], check=False)
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def wait_for_exits(pidfds: list[int], timeout_s: float) -> None:
+    """Until every process behind `pidfds` has exited (a pidfd turns readable then) or the
+    timeout passes; closes the descriptors."""
+    poller = select.poll()
+    for fd in pidfds:
+        poller.register(fd, select.POLLIN)
+    deadline, left = time.monotonic() + timeout_s, set(pidfds)
+    while left and time.monotonic() < deadline:
+        for fd, _ in poller.poll(max(0, int((deadline - time.monotonic()) * 1000))):
+            poller.unregister(fd)
+            left.discard(fd)
+    for fd in pidfds:
+        os.close(fd)

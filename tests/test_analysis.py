@@ -1,6 +1,5 @@
-"""Reports, figures and exports from a real small finished study (real Ray, Optuna, MLflow)."""
-import subprocess
-import sys
+"""Reports, figures and exports from a real small finished study (real Ray, Optuna, MLflow), and
+the statistics and export rules on their own (fast)."""
 from pathlib import Path
 
 import pytest
@@ -8,15 +7,16 @@ import yaml
 from mlflow import MlflowClient
 
 from analysis.export import scale_full, to_reference
-from analysis.replicates import compare_best, groups, ranked_for_export
+from analysis.seed_stats import compare_best, groups, ranked_for_export
 from analysis.report import write_report
-from analysis.trials import StudyRecord, Trial, load_study
-from study.spec import load_study as load_spec
+from analysis.trials import StudyRecord, Trial, read_record
+from study.spec import read_study_file
 from study.stores import Stores
 from trainables import train
 from trainables.config import ConfigError, load_config
 
-REPO = Path(__file__).parents[1]
+from studyfiles import cli as run_cli
+
 # the reference implementation's schema (Leiay/looped_transformer scripts/schema.py)
 REFERENCE_TOP = {"out_dir", "gpu", "model", "training", "wandb", "debug_mode"}
 REFERENCE_MODEL = {"family", "n_positions", "n_dims", "n_embd", "n_layer", "n_head", "pred_type",
@@ -25,11 +25,6 @@ REFERENCE_TRAINING = {"seed", "task_name", "use_fixed_dataset", "train_size", "t
                       "batch_size", "learning_rate", "weight_decay", "train_steps", "save_every_steps",
                       "keep_every_steps", "resume_id", "curriculum", "n_loop_window", "sparsity",
                       "add_inputs_embeds", "test_idx"}
-
-
-def run_cli(*args, cwd) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "study.cli", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=600, env={**__import__("os").environ, "PYTHONPATH": str(REPO)})
 
 
 def cli(*args, cwd) -> str:
@@ -53,12 +48,13 @@ def finished(tmp_path_factory):
              "replicates": {"top_k": 2, "seeds": 2}, "sampler_seed": 0, "results_dir": str(root / "an")}
     (root / "an.yaml").write_text(yaml.safe_dump(study))
     cli("run", str(root / "an.yaml"), cwd=root)
-    return root, load_spec(root / "an" / "study.yaml")
+    return root, read_study_file(root / "an" / "study.yaml")
 
 
+@pytest.mark.service
 def test_report_figures_show_the_expected_series(finished, tmp_path):
     root, spec = finished
-    record = load_study(Stores(spec.results_dir, spec.name))
+    record = read_record(Stores(spec.results_dir, spec.name))
     assert len(record.trials) == 4 and record.by_state() == {"completed": 4}
     assert len(record.replicates) == 4 and {t.state for t in record.replicates} == {"completed"}
     values = {t.sampled["training.loop_dilation"] for t in record.trials}
@@ -70,7 +66,7 @@ def test_report_figures_show_the_expected_series(finished, tmp_path):
                                                   zip(series["band_lo"], series["curve"], series["band_hi"]))
     assert "least_squares" in curves["baselines"] and "averaging" in curves["baselines"]
     fixed = data["fixed_point.png"]["series"]
-    assert set(fixed) == values and all(len(s["curve"]) == 24 for s in fixed.values())  # eval.loops [24]
+    assert set(fixed) == values and all(len(s["curve"]) == 24 for s in fixed.values())  # eval.iteration_counts [24]
     flags = data["objective_by_param.png"]["training.loop_dilation"]
     assert flags["range"] == [1, 2] and flags["on_boundary"]  # with two choices the best is an edge
     assert len(data["learning_curves.png"]["series"]) == 4
@@ -92,22 +88,24 @@ def test_report_figures_show_the_expected_series(finished, tmp_path):
         assert series["interval"][0] <= series["mean"] <= series["interval"][1]
 
 
+@pytest.mark.service
 def test_report_command_logs_to_the_parent_run(finished):
     root, spec = finished
     out = cli("report", "an", "--results-root", str(root), cwd=root)
     assert "report.md" in out and (spec.results_dir / "report" / "report.md").is_file()
     client = MlflowClient(Stores(spec.results_dir, spec.name).mlflow_uri)
-    parent = load_study(Stores(spec.results_dir, spec.name)).parent["run_id"]
+    parent = read_record(Stores(spec.results_dir, spec.name)).parent["run_id"]
     logged = {a.path for a in client.list_artifacts(parent, "report")}
     assert {"report/report.md", "report/curves_loop_dilation.png"} <= logged
 
 
+@pytest.mark.service
 def test_exported_configs_load_and_train(finished, tmp_path):
     root, spec = finished
     out = cli("export", "an", "--results-root", str(root), "--top", "2", "--out", str(tmp_path), cwd=root)
     paths = [Path(p) for p in out.split()]
     assert len(paths) == 2
-    record = load_study(Stores(spec.results_dir, spec.name))
+    record = read_record(Stores(spec.results_dir, spec.name))
     winner = groups(record)[0].number                      # by replicate mean, not by one lucky seed
     best = next(t for t in record.ranked() if t.number == winner)
     config = load_config(paths[0])
@@ -117,9 +115,10 @@ def test_exported_configs_load_and_train(finished, tmp_path):
     assert train(short, out_dir=tmp_path / "rerun")["step"] == 3
 
 
+@pytest.mark.service
 def test_reference_export_has_exactly_the_reference_layout(finished, tmp_path):
     root, spec = finished
-    record = load_study(Stores(spec.results_dir, spec.name))
+    record = read_record(Stores(spec.results_dir, spec.name))
     plain = next(t for t in record.trials if t.sampled["training.loop_dilation"] == 1)
     exported = to_reference(plain.config)
     assert set(exported) == REFERENCE_TOP
@@ -129,13 +128,14 @@ def test_reference_export_has_exactly_the_reference_layout(finished, tmp_path):
     assert set(exported["training"]["curriculum"]) == {"dims", "points", "loops"}
     assert exported["training"]["n_loop_window"] == plain.config.training.n_loop_window
     dilated = next(t for t in record.trials if t.sampled["training.loop_dilation"] == 2)
-    with pytest.raises(ConfigError, match="no loss-window dilation"):
+    with pytest.raises(ConfigError, match="'training.loop_dilation' is 2: the reference implementation hard-codes 1"):
         to_reference(dilated.config)
 
 
+@pytest.mark.service
 def test_scale_full_keeps_the_searched_values(finished, tmp_path):
     root, spec = finished
-    record = load_study(Stores(spec.results_dir, spec.name))
+    record = read_record(Stores(spec.results_dir, spec.name))
     plain = next(t for t in record.trials if t.sampled["training.loop_dilation"] == 1)
     config = scale_full(spec.base, plain.sampled)
     assert (config.model.n_dims, config.curriculum.points.end, config.training.train_steps) == (20, 41, 500_000)
@@ -160,6 +160,25 @@ def _record(groups: dict[str, list[float]]) -> StudyRecord:
 def test_replicates_tell_a_known_difference_from_none():
     clear = compare_best(_record({1: [0.10, 0.11, 0.09, 0.10], 2: [0.30, 0.29, 0.31, 0.30]}))
     assert clear["best"] == "s=1" and clear["distinguishable"]
-    assert clear["interval"][1] < 0 < 0.25
+    assert -0.25 < clear["interval"][0] <= clear["interval"][1] < 0      # s=1 - s=2 is about -0.2
     noisy = compare_best(_record({1: [0.10, 0.30, 0.12, 0.28], 2: [0.11, 0.29, 0.13, 0.31]}))
     assert not noisy["distinguishable"]
+
+
+@pytest.mark.parametrize("preset, override, field", [
+    ("paper_decision_tree_looped_cpu", "task.depth=3", "task.depth"),
+    ("paper_relu_2nn_looped_cpu", "task.hidden=50", "task.hidden"),
+    ("paper_linear_regression_looped_cpu", "training.precision=bf16", "training.precision"),
+    ("seed_dilation_cpu", "training.loop_dilation=2", "training.loop_dilation"),
+])
+def test_reference_export_refuses_what_the_reference_hard_codes(preset, override, field):
+    config = load_config(preset, [override])
+    with pytest.raises(ConfigError, match=rf"'{field}' is .*the reference implementation hard-codes"):
+        to_reference(config)
+    full_size = preset.removesuffix("_cpu")                                # the reference's own values
+    to_reference(load_config(full_size, ["training.loop_dilation=1"]))
+    noisy = load_config("paper_linear_regression_looped_cpu", ["task.name=noisy_linear_regression",
+                                                               "task.noise_std=0.5"])
+    with pytest.raises(ConfigError, match="'task.noise_std' is 0.5"):
+        to_reference(noisy)
+

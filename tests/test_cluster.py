@@ -9,7 +9,6 @@ import json
 import os
 import re
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,7 @@ from optuna.trial import TrialState
 from study.cluster import READY, store_problems
 from study.spec import StudyError, parse_study
 from study.stores import Storage, Stores
-from test_study_runs import TINY, write_study
+from studyfiles import TINY, write_study
 
 # ---------------------------------------------------------------- no Ray needed
 
@@ -125,6 +124,7 @@ def assert_study_finished(cluster, name: str, steps: list[int]) -> list:
     return children
 
 
+@pytest.mark.cluster
 def test_submit_names_the_node_that_cannot_reach_a_store(cluster):
     path = cluster_study(cluster, "unreachable", steps=20, every=10)
     flags = storage_flags(cluster)
@@ -138,28 +138,22 @@ def test_submit_names_the_node_that_cannot_reach_a_store(cluster):
     assert not (cluster.shared / "ray" / "unreachable").exists()          # nothing started
 
 
-def _wait_for_step(cluster, name: str, node: str, step: int, timeout_s: float = 180) -> None:
-    """Until the trial on `node` has logged `step` to MLflow."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if any(r.data.tags.get("node_id") == node and int(r.data.tags["steps"]) >= step
-               for r in runs(cluster, name)[2]):
-            return
-        time.sleep(0.3)
-    raise AssertionError(f"no trial on node {node[:12]} reached step {step} within {timeout_s:.0f} s")
+RUNNING_ON = r"^t\d{3} .*: running on node (\w+)"     # the driver's line at a trial's first result
 
 
+@pytest.mark.cluster
 def test_submitted_study_runs_on_both_nodes_stops_and_resumes(cluster):
     storage = {"storage_path": str(cluster.shared / "ray"), "optuna": f"journal://{cluster.shared}/optuna.log",
                "mlflow": cluster.mlflow_uri}
     path = cluster_study(cluster, "both", steps=400, every=50, storage=storage)
     job = submitted(cluster.cli("submit", str(path), *cluster.flags()))       # storage from the file
     nodes = {name: node for name, (_, node) in cluster.raylets().items()}
-    for node in nodes.values():                                               # one trial on each node
-        _wait_for_step(cluster, "both", node, 50)
+    log = cluster.follow(job)
+    started = {m.group(1) for m in log.wait_for(RUNNING_ON, count=2)}     # one trial on each node
+    assert started == {node[:12] for node in nodes.values()}, log.seen
     stopped = cluster.cli("stop", job, "--address", cluster.address)
     assert stopped.returncode == 0 and "stopping" in stopped.stdout, stopped.stdout + stopped.stderr
-    logs = cluster.cli("logs", job, "--follow", "--address", cluster.address).stdout
+    logs = log.rest(timeout_s=300)
     assert READY in logs and "study interrupted" in logs, logs
     assert runs(cluster, "both")[1][0].data.tags["state"] == "interrupted"
 
@@ -175,15 +169,17 @@ def test_submitted_study_runs_on_both_nodes_stops_and_resumes(cluster):
         [[again, "SUCCEEDED", "both"], [job, "STOPPED", "both"]], listed
 
 
+@pytest.mark.cluster
 def test_killed_worker_raylet_retries_the_trial_from_its_checkpoint(cluster):
     path = cluster_study(cluster, "retry", steps=400, every=50)
     job = submitted(cluster.cli("submit", str(path), *cluster.flags(), *storage_flags(cluster)))
     raylets = cluster.raylets()
     (worker_pid, worker), (_, head) = raylets["worker"], raylets["head"]
-    _wait_for_step(cluster, "retry", worker, 50)
+    log = cluster.follow(job)
+    log.wait_for(RUNNING_ON.replace(r"(\w+)", worker[:12]))     # the worker's trial has checkpointed
     os.kill(worker_pid, 9)
 
-    logs = cluster.cli("logs", job, "--follow", "--address", cluster.address).stdout
+    logs = log.rest(timeout_s=300)
     status = cluster.cli("jobs", "--address", cluster.address).stdout
     assert any(line.split()[:2] == [job, "SUCCEEDED"] for line in status.splitlines()), logs + status
 

@@ -69,5 +69,5 @@ def test_every_preset_and_its_cpu_variant_is_valid():
         if name.endswith("_cpu"):
             assert c.model.n_embd <= 64 and c.model.n_dims <= 5 and c.training.train_steps <= 10_000
     probe = load_config("seed_probe_looped")
-    assert (probe.model.n_embd, probe.curriculum.loops.start, probe.n_loops, probe.training.n_loop_window) == (128, 20, 100, 20)
+    assert (probe.model.n_embd, probe.curriculum.loops.start, probe.loop_budget, probe.training.n_loop_window) == (128, 20, 100, 20)
     assert load_config("seed_probe_standard").model.n_layer == 20

@@ -7,9 +7,9 @@ from torch import nn
 from study.cli import main
 from trainables import probe, train
 from trainables.config import ConfigError, load_config
-from trainables.probes import (StackedProbes, apply_probes, evaluate, fit_step, grad_targets,
+from trainables.probe_heads import (StackedProbes, apply_probes, evaluate, fit_step, grad_targets,
                                probe_prompts, wols_targets)
-from trainables.probe import is_probe_checkpoint
+from trainables.probing import is_probe_checkpoint
 from trainables.run_folder import read_metrics
 
 
@@ -139,7 +139,7 @@ def test_probe_run_folder_end_to_end(trained, tmp_path):
     assert {"probe/err_min", "probe/err_last_state", "probe/control_err_min"} <= reports[-1][0].keys()
     events = read_metrics(out)
     assert [e["step"] for e in events] == [3, 6]
-    b = config.n_loops
+    b = config.loop_budget
     assert all(len(events[-1][key]) == b + 1 for key in ("err", "train_err", "control_err", "control_train_err"))
     assert json.loads((out / "summary.json").read_text())["err"] == events[-1]["err"] == summary["err"]
     assert summary["probe/err_min"] == min(summary["err"])
@@ -157,10 +157,10 @@ def test_probe_run_folder_end_to_end(trained, tmp_path):
 def test_probe_exact_resume(trained, tmp_path):
     run = trained()
     config = probe_config(run, "probe.steps=4", "probe.eval_every=2", "probe.control=true",
-                          "probe.target=grad", "probe.n_loops=7")
+                          "probe.target=grad", "probe.loop_iterations=7")
     straight = probe(config, run_dir=run, out_dir=tmp_path / "straight", num_threads=1)
     half = probe_config(run, "probe.steps=2", "probe.eval_every=2", "probe.control=true",
-                        "probe.target=grad", "probe.n_loops=7")
+                        "probe.target=grad", "probe.loop_iterations=7")
     probe(half, run_dir=run, out_dir=tmp_path / "split", num_threads=1)
     split = probe(config, run_dir=run, out_dir=tmp_path / "split", num_threads=1,
                   resume_from=tmp_path / "split" / "checkpoints" / "step_00000002")

@@ -1,50 +1,22 @@
 """End to end on a real local Ray, real Optuna SQLite and real MLflow SQLite, through the CLI:
 a study run, SIGINT/SIGKILL of the driver then resume, and a multi-objective study."""
 import os
+import re
+import signal
+from pathlib import Path
 
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-os.environ.setdefault("DO_NOT_TRACK", "1")
+import optuna
+import pytest
+from mlflow import MlflowClient
 
-import re  # noqa: E402
-import signal  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+from analysis.layout import config_hash
+from studyfiles import TINY, cli, start_cli, write_study
 
-import optuna  # noqa: E402
-import pytest  # noqa: E402
-import yaml  # noqa: E402
-from mlflow import MlflowClient  # noqa: E402
-
-REPO = Path(__file__).parents[1]
-ENV = {**os.environ, "PYTHONPATH": str(REPO)}
-TINY = {"model.n_embd": 16, "model.n_head": 2, "training.train_steps": 40, "training.eval_every": 10,
-        "training.checkpoint_every": 10, "training.log_every": 10, "eval.n_prompts": 64,
-        "eval.bootstrap": 50}
+pytestmark = pytest.mark.service
 STATE = {"completed": optuna.trial.TrialState.COMPLETE, "pruned": optuna.trial.TrialState.PRUNED,
          "failed": optuna.trial.TrialState.FAIL}
 STATUS = {"completed": "FINISHED", "pruned": "KILLED", "failed": "FAILED"}
-
-
-def write_study(tmp_path: Path, name: str, **fields) -> Path:
-    study = {"name": name, "base": "paper_linear_regression_looped_cpu", "overrides": TINY,
-             "space": {"training.loop_dilation": {"categorical": [1, 2]},
-                       "training.learning_rate": {"float": [1.0e-6, 1.0e-2], "log": True},
-                       "curriculum.loops.start": None},
-             "objectives": [{"metric": "eval/err_last", "mode": "min"}],
-             "budget": {"num_samples": 4, "max_concurrent": 2},
-             "scheduler": {"grace_period": 10, "reduction_factor": 2},
-             "sampler_seed": 0, "results_dir": str(tmp_path / name), **fields}
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(study))
-    return path
-
-
-def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "study.cli", *args], cwd=cwd, env=ENV,
-                          capture_output=True, text=True, timeout=400)
+ENDED = r"^t\d{3}\S* .*: (completed|pruned|failed)"       # the driver's line when a trial ends
 
 
 def stores(folder: Path, name: str):
@@ -78,6 +50,7 @@ def assert_accounted(folder: Path, name: str, n_trials: int, metric: str = "eval
         assert STATE[state] == trial.state and STATUS[state] == run.info.status, run.info.run_name
         assert run.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
         assert run.info.run_name.startswith(f"t{trial.number:03d} ")
+        assert run.data.tags["config_hash"] == trial.user_attrs["config_hash"] == config_hash(trial.user_attrs["config"])
         steps = [m.step for m in client.get_metric_history(run.info.run_id, metric)]
         assert steps == sorted(set(steps)), f"{run.info.run_name}: steps logged twice: {steps}"
         if state != "failed":
@@ -141,29 +114,19 @@ def _descendants(pid: int) -> set[int]:
     return found
 
 
-def _finished_trials(folder: Path, name: str) -> int:
-    try:
-        study = optuna.load_study(study_name=name, storage=f"sqlite:///{folder / 'optuna.db'}")
-    except (KeyError, Exception):
-        return 0
-    return sum(t.state.is_finished() for t in study.trials)
-
-
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["sigint", "sigkill"])
 def test_interrupted_study_resumes_without_duplicates(tmp_path, sig):
     name = f"interrupt_{sig.name.lower()}"
     path = write_study(tmp_path, name, budget={"num_samples": 4, "max_concurrent": 2},
                        overrides={**TINY, "training.train_steps": 60})
     folder = tmp_path / name
-    driver = subprocess.Popen([sys.executable, "-m", "study.cli", "run", str(path)], cwd=tmp_path,
-                              env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 240
-    while _finished_trials(folder, name) < 1 and driver.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.5)
+    lines = start_cli("run", str(path), cwd=tmp_path)
+    driver = lines.process
+    lines.wait_for(ENDED)                           # the first trial has ended: interrupt now
     assert driver.poll() is None, "the study ended before it could be interrupted"
     spawned = _descendants(driver.pid)
     driver.send_signal(sig)
-    output, _ = driver.communicate(timeout=120)
+    output = lines.rest()
     for pid in spawned - {driver.pid}:       # what a killed driver leaves behind (Ray agents)
         try:
             os.kill(pid, signal.SIGKILL)
@@ -228,14 +191,13 @@ def test_replicates_rerun_the_best_configs_with_fresh_seeds_after_an_interrupt(t
     path = write_study(tmp_path, name, budget={"num_samples": 3, "max_concurrent": 2}, scheduler=None,
                        overrides={**TINY, "training.train_steps": 60}, replicates={"top_k": 2, "seeds": 2})
     folder = tmp_path / name
-    driver = subprocess.Popen([sys.executable, "-m", "study.cli", "run", str(path)], cwd=tmp_path,
-                              env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 240
-    while not _replicate_runs(folder, name) and driver.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.5)
+    lines = start_cli("run", str(path), cwd=tmp_path)
+    driver = lines.process
+    lines.wait_for(r"^replicates: the 2 best configs")
+    lines.wait_for(r"^t\d{3}\.rep\d .*: running on node")   # a replicate has reported its first result
     assert driver.poll() is None, "the study ended before its replicate phase could be interrupted"
     driver.send_signal(signal.SIGINT)                 # in the middle of the replicate phase
-    output, _ = driver.communicate(timeout=120)
+    output = lines.rest()
     assert driver.returncode == 130 and f"loopstudy resume {name}" in output, output
     assert len(_replicate_runs(folder, name)) < 4 or any(r.info.status == "RUNNING" for r in _replicate_runs(folder, name))
 
@@ -293,15 +255,15 @@ def test_probe_study_compares_standard_and_looped(tmp_path):
     report = cli("report", "probes", "--results-root", str(tmp_path), cwd=tmp_path)
     assert report.returncode == 0, report.stderr
     from analysis.figures import probe_by_state
-    from analysis.trials import load_study
+    from analysis.trials import read_record
     from study.stores import Stores
 
-    record = load_study(Stores(tmp_path / "probes", "probes"))
+    record = read_record(Stores(tmp_path / "probes", "probes"))
     shown = probe_by_state(record, tmp_path / "probe.png")["series"]
     assert sorted(s["family"] for s in shown.values()) == ["looped", "standard"]
     for trial in record.trials:
         series = shown[trial.name]
-        states = trial.config.model.n_layer + 1 if series["family"] == "standard" else trial.config.n_loops + 1
+        states = trial.config.model.n_layer + 1 if series["family"] == "standard" else trial.config.loop_budget + 1
         assert len(series["err"]) == len(series["control_err"]) == states
         assert trial.value("probe/err_min") == pytest.approx(min(series["err"]))
     assert "## Probe error per layer / loop iteration" in (tmp_path / "probes" / "report" / "report.md").read_text()

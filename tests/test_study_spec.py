@@ -10,7 +10,7 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 import yaml  # noqa: E402
 
-from study.spec import StudyError, find_study, load_study, parse_study  # noqa: E402
+from study.spec import StudyError, find_study, parse_study, read_study_file  # noqa: E402
 
 STUDIES = Path(__file__).parents[1] / "study" / "studies"
 GOOD = {
@@ -54,17 +54,17 @@ def test_the_kept_copy_reads_back_the_same(tmp_path):
     ({"nmae": "x"}, "unknown field 'nmae'; did you mean 'name'"),
     ({"name": ...}, "'name' is required"),
     ({"name": "a b"}, "'name' must be letters"),
-    ({"trainable": "fit"}, "'trainable' must be one of"),
+    ({"trainable": "fit"}, "'trainable' must be 'train' or 'probe', got 'fit'"),
     ({"overrides": {"training.train_step": 5}}, "'base'/'overrides'.*did you mean 'training.train_steps'"),
     ({"base": "no_such_preset"}, "'base'/'overrides'.*no preset"),
     ({"space": {"training.loop_dilaton": {"categorical": [1]}}}, "'space'.*training.loop_dilaton"),
     ({"space": {"training.loop_dilation": 3, "curriculum.loops.end": {"int": [5, 10]}}}, "'space'.*no valid config"),
     ({"objectives": []}, "'objectives' must be a non-empty list"),
     ({"objectives": [{"metric": "eval/err", "mode": "min"}]}, r"'objectives\[0\].metric' 'eval/err' is not reported"),
-    ({"objectives": [{"metric": "eval/err_last", "mode": "low"}]}, r"'objectives\[0\].mode' must be min or max"),
+    ({"objectives": [{"metric": "eval/err_last", "mode": "low"}]}, r"'objectives\[0\].mode' must be 'min' or 'max'"),
     ({"objectives": [{"metrc": "eval/err_last"}]}, r"unknown field 'objectives\[0\].metrc'"),
     ({"budget": {"max_concurrent": 2}}, "'budget.num_samples' is required"),
-    ({"budget": {"num_samples": "8"}}, "'budget.num_samples' must be int"),
+    ({"budget": {"num_samples": "8"}}, "'budget.num_samples' must be an integer, got '8'"),
     ({"budget": {"num_samples": 0}}, "'budget.num_samples' must be >= 1"),
     ({"budget": {"num_samples": 2, "time_limit_s": -1}}, "'budget.time_limit_s' must be > 0"),
     ({"scheduler": {"grace_period": 40}}, r"'scheduler.grace_period' must be in \[1, training.train_steps=40\)"),
@@ -86,7 +86,7 @@ def test_invalid_studies_name_the_file_and_field(tmp_path, changes, message):
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(with_(**changes)))
     with pytest.raises(StudyError, match=message) as info:
-        load_study(path)
+        read_study_file(path)
     assert str(info.value).startswith(str(path))
 
 
@@ -94,7 +94,7 @@ def test_shipped_studies_are_valid():
     files = sorted(STUDIES.glob("*.yaml"))
     assert files
     for path in files:
-        spec = load_study(path)
+        spec = read_study_file(path)
         assert spec.name == path.stem and spec.budget.num_samples >= 1
 
 
@@ -108,8 +108,12 @@ def test_several_bases_are_one_more_searched_choice(tmp_path):
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     drawn = set()
     for _ in range(12):
-        params = spec.define_by_run()(study.ask())
+        trial = spec.define_by_run()(study.ask())
+        params, config = trial["params"], trial["config"]
         assert params["base"] in bases and 1e-4 <= params["training.learning_rate"] <= 1e-3
+        # the config is resolved from the drawn base, with the drawn value in it
+        assert config["model"]["family"] == ("standard" if params["base"] == bases[0] else "looped")
+        assert config["training"]["learning_rate"] == params["training.learning_rate"]
         drawn.add(params["base"])
     assert drawn == set(bases)
 
@@ -119,4 +123,21 @@ def test_several_bases_are_one_more_searched_choice(tmp_path):
     study_file.write_text(yaml.safe_dump(with_(base=["seed_dilation_cpu", "longer.yaml"], overrides={},
                                                scheduler=None)))
     with pytest.raises(StudyError, match="'base': the bases run different step counts"):
-        load_study(study_file)
+        read_study_file(study_file)
+
+
+def test_resume_refuses_a_base_whose_config_changed_since_the_start(tmp_path):
+    from study.runner import BASE_CONFIGS, _check_base_configs, _write_base_configs
+    from study.stores import Stores
+
+    spec = parse_study(with_(results_dir=str(tmp_path / "r")))
+    stores = Stores.of(spec)
+    stores.root.mkdir(parents=True)
+    _write_base_configs(spec, stores)
+    assert (stores.root / BASE_CONFIGS).is_file()
+    _check_base_configs(spec, stores)                            # unchanged: resumes
+    edited = parse_study(with_(results_dir=str(tmp_path / "r"),
+                               overrides={**GOOD["overrides"], "training.batch_size": 32}))
+    with pytest.raises(StudyError, match=r"base 'paper_linear_regression_looped_cpu' resolves to another "
+                                         r"config .*training.batch_size: 64 -> 32"):
+        _check_base_configs(edited, stores)

@@ -17,7 +17,7 @@ def params_of(run_dir):
 
 def test_run_folder_and_report_callback(tiny_config, tmp_path):
     config = tiny_config("training.train_steps=20", "training.eval_every=10",
-                         "training.checkpoint_every=10", "training.log_every=5", "eval.loops=[24]")
+                         "training.checkpoint_every=10", "training.log_every=5", "eval.iteration_counts=[24]")
     reports = []
     summary = train(config, lambda m, c: reports.append((m, c)), out_dir=tmp_path / "run")
     run = tmp_path / "run"
@@ -32,7 +32,7 @@ def test_run_folder_and_report_callback(tiny_config, tmp_path):
     evals = [e for e in events if e.get("event") == "eval"]
     assert [e["step"] for e in events if "train/loss" in e] == [5, 10, 15, 20]
     assert len(evals) == 2 and len(evals[0]["curve"]) == 6
-    assert len(evals[-1]["last_point_vs_iteration"]) == 24 and set(evals[-1]["loops"]) == {"12", "24"}
+    assert len(evals[-1]["last_point_vs_iteration"]) == 24 and set(evals[-1]["curves_at_iterations"]) == {"12", "24"}
     assert all(lo <= c <= hi for lo, c, hi in zip(evals[-1]["band_lo"], evals[-1]["curve"], evals[-1]["band_hi"]))
     saved = json.loads((run / "summary.json").read_text())
     assert saved["eval/err_last"] == summary["eval/err_last"] == evals[-1]["err_last"]
@@ -90,3 +90,23 @@ def test_every_evaluation_reports_a_fresh_training_loss(tiny_config, tmp_path):
     steps = [e["step"] for e in read_metrics(tmp_path / "run") if "train/loss" in e]
     assert steps == [7, 10, 14, 20]  # the log intervals close at each evaluation too
     assert all("train/loss" in m for m in reports) and [m["step"] for m in reports] == [10, 20]
+
+
+def test_a_run_is_continued_only_with_the_config_it_started_with(tiny_config, tmp_path):
+    from trainables.config import ConfigError
+
+    config = tiny_config("training.train_steps=8", "training.checkpoint_every=4", "training.eval_every=4")
+    train(config, out_dir=tmp_path / "run", num_threads=1)
+    checkpoint = tmp_path / "run" / "checkpoints" / "step_00000008"
+    written = (tmp_path / "run" / "config.yaml").read_text()
+    changed = tiny_config("training.train_steps=12", "training.checkpoint_every=4", "training.eval_every=4",
+                          "training.learning_rate=0.01")
+    try:
+        train(changed, out_dir=tmp_path / "run", resume_from=checkpoint, num_threads=1)
+    except ConfigError as exc:
+        assert "training.learning_rate: 0.001 -> 0.01" in str(exc) and str(checkpoint) in str(exc)
+    else:
+        raise AssertionError("a resume with another learning rate was accepted")
+    assert (tmp_path / "run" / "config.yaml").read_text() == written      # nothing rewritten
+    longer = tiny_config("training.train_steps=12", "training.checkpoint_every=4", "training.eval_every=4")
+    assert train(longer, out_dir=tmp_path / "run", resume_from=checkpoint, num_threads=1)["step"] == 12

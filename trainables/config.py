@@ -5,26 +5,37 @@ values of SPEC.md. Unknown keys and impossible combinations raise ConfigError na
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
-import difflib
 import typing
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import Literal
 
 import yaml
 
-TASKS = ("linear_regression", "noisy_linear_regression", "sparse_linear_regression",
-         "relu_2nn_regression", "decision_tree")
+from .schema import ConfigError, build, did_you_mean, field_types, unknown_key
+
+TaskName = Literal["linear_regression", "noisy_linear_regression", "sparse_linear_regression",
+                   "relu_2nn_regression", "decision_tree"]
+TASKS = typing.get_args(TaskName)
 
 
-class ConfigError(ValueError):
-    """A config value or key that is not allowed; the message names the dotted field."""
+def loop_span(window: int, dilation: int) -> int:
+    """(T-1)*s+1: the iterations from the loss window's first supervised one to b. Every step
+    of a looped model needs at least this many loop iterations."""
+    return (window - 1) * dilation + 1
+
+
+def default_loop_start(window: int, dilation: int) -> int:
+    """What `curriculum.loops.start: null` means: T*s (the reference starts at T; the seed at 15*s)."""
+    return window * dilation
 
 
 @dataclass
 class ModelConfig:
-    family: str = "looped"            # "standard" | "looped"
+    family: Literal["standard", "looped"] = "looped"
     n_layer: int = 1
     n_head: int = 8
     n_embd: int = 256
@@ -34,7 +45,7 @@ class ModelConfig:
 
 @dataclass
 class TaskConfig:
-    name: str = "linear_regression"
+    name: TaskName = "linear_regression"
     sparsity: int = 3                 # sparse_linear_regression
     noise_std: float = 0.1            # noisy_linear_regression
     hidden: int = 100                 # relu_2nn_regression
@@ -69,7 +80,7 @@ class TrainingConfig:
     seed: int = 42
     n_loop_window: int = 15           # T
     loop_dilation: int = 1            # s
-    precision: str = "fp32"           # "fp32" | "bf16"
+    precision: Literal["fp32", "bf16"] = "fp32"
     eval_every: int = 1000
     checkpoint_every: int = 1000
     log_every: int = 100
@@ -79,19 +90,19 @@ class TrainingConfig:
 class EvalConfig:
     n_prompts: int = 1280
     seed: int = 20231120              # independent of training.seed
-    loops: list[int] = field(default_factory=list)   # extra iteration counts for looped models
+    iteration_counts: list[int] = field(default_factory=list)   # looped: also score at these
     bootstrap: int = 1000
 
 
 @dataclass
 class ProbeConfig:
-    target: str = "wols"              # "wols" | "grad"
+    target: Literal["wols", "grad"] = "wols"
     control: bool = False
     steps: int = 10_000
     batch_size: int = 1280
     learning_rate: float = 1e-3
     hidden: int = 64
-    n_loops: int = 0                  # looped model iterations to probe; 0 = its trained b
+    loop_iterations: int = 0          # looped: iterations to probe; 0 = the loop budget b
     seed: int = 0
     eval_every: int = 500
     chunk: int = 8                    # states probed together (bounds memory)
@@ -107,8 +118,8 @@ class Config:
     probe: ProbeConfig = field(default_factory=ProbeConfig)
 
     @property
-    def n_loops(self) -> int:
-        """The loop budget b: the loop curriculum's end."""
+    def loop_budget(self) -> int:
+        """b: the loop curriculum's end, the iterations a looped model trains towards."""
         return self.curriculum.loops.end
 
     def to_dict(self) -> dict:
@@ -120,6 +131,19 @@ class Config:
     def flat(self) -> dict[str, object]:
         """Dotted-key view, e.g. {'training.loop_dilation': 1, ...} (lists kept whole)."""
         return flatten(self.to_dict())
+
+
+EXTENDABLE = ("training.train_steps", "probe.steps")   # a run may continue past its old end
+
+
+def first_difference(saved: Config, given: Config, ignore=()) -> str | None:
+    """The first dotted field (but those in `ignore`) where two configs differ, as
+    'field: saved -> given'."""
+    old, new = saved.flat(), given.flat()
+    for key in old:
+        if key not in ignore and old[key] != new.get(key):
+            return f"{key}: {old[key]!r} -> {new.get(key)!r}"
+    return None
 
 
 def flatten(tree: dict, prefix: str = "") -> dict[str, object]:
@@ -134,67 +158,6 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, object]:
 
 # ---------------------------------------------------------------- building from plain data
 
-def _field_types(cls) -> dict[str, object]:
-    hints = typing.get_type_hints(cls)
-    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
-
-
-def did_you_mean(word: str, options, prefix: str = "") -> str:
-    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.5)
-    return f"; did you mean '{prefix}{close[0]}'?" if close else ""
-
-
-def _unknown_key(path: str, key: str, known) -> ConfigError:
-    hint = did_you_mean(key, known, path)
-    return ConfigError(f"unknown config key '{path}{key}'{hint} (allowed: {', '.join(known)})")
-
-
-def _coerce(path: str, kind, value):
-    if dataclasses.is_dataclass(kind):
-        if not isinstance(value, dict):
-            raise ConfigError(f"'{path}' must be a mapping of {kind.__name__} fields, got {value!r}")
-        return _build(kind, value, path + ".")
-    if typing.get_origin(kind) is list:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"'{path}' must be a list, got {value!r}")
-        (item,) = typing.get_args(kind)
-        return [_coerce(f"{path}[{i}]", item, v) for i, v in enumerate(value)]
-    if kind is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"'{path}' must be true or false, got {value!r}")
-        return value
-    if kind is int:
-        if isinstance(value, bool) or not (isinstance(value, int)
-                                           or isinstance(value, float) and value.is_integer()):
-            raise ConfigError(f"'{path}' must be an integer, got {value!r}")
-        return int(value)
-    if kind is float:
-        if isinstance(value, str):      # YAML 1.1 reads 1e-4 as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"'{path}' must be a number, got {value!r}")
-        return float(value)
-    if kind is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"'{path}' must be a string, got {value!r}")
-        return value
-    raise TypeError(f"unsupported config type {kind} at {path}")
-
-
-def _build(cls, data: dict, path: str = ""):
-    types = _field_types(cls)
-    for key in data:
-        if key not in types:
-            raise _unknown_key(path, key, types)
-    missing = [name for name in types if name not in data]
-    if missing:
-        raise ConfigError(f"'{path}{missing[0]}' is required")
-    return cls(**{name: _coerce(path + name, kind, data[name]) for name, kind in types.items()})
-
-
 def from_dict(data: dict) -> Config:
     """Build and validate a Config from a nested mapping (missing keys take defaults)."""
     if not isinstance(data, dict):
@@ -202,10 +165,9 @@ def from_dict(data: dict) -> Config:
     data = _merge(Config().to_dict(), data)
     loops = data["curriculum"].get("loops")
     if isinstance(loops, dict) and loops.get("start") is None:
-        # null start = the window's span T*s (the reference starts at T; the seed at 15*s)
         training = data["training"]
-        loops["start"] = training["n_loop_window"] * training["loop_dilation"]
-    config = _build(Config, data)
+        loops["start"] = default_loop_start(training["n_loop_window"], training["loop_dilation"])
+    config = build(Config, data)
     validate(config)
     return config
 
@@ -225,9 +187,9 @@ def set_dotted(tree: dict, key: str, value) -> None:
     parts = key.split(".")
     kind, node, path = Config, tree, ""
     for i, part in enumerate(parts):
-        types = _field_types(kind) if dataclasses.is_dataclass(kind) else {}
+        types = field_types(kind) if dataclasses.is_dataclass(kind) else {}
         if part not in types:
-            raise _unknown_key(path, part, types) if types else ConfigError(
+            raise unknown_key(path, part, types) if types else ConfigError(
                 f"'{path.rstrip('.')}' has no sub-field '{part}'")
         kind = types[part]
         if i == len(parts) - 1:
@@ -246,7 +208,8 @@ def parse_override(text: str) -> tuple[str, object]:
 
 
 def apply_overrides(data: dict, overrides: dict[str, object] | list[str]) -> dict:
-    data = _merge({}, data)
+    """A copy of `data` with the dotted overrides set (`data` itself is left as it was)."""
+    data = copy.deepcopy(data)
     items = overrides.items() if isinstance(overrides, dict) else map(parse_override, overrides)
     for key, value in items:
         set_dotted(data, key, value)
@@ -338,15 +301,10 @@ def _positive(path: str, value) -> None:
 def validate(config: Config) -> None:
     m, t, c, tr, ev, pr = (config.model, config.task, config.curriculum, config.training,
                            config.eval, config.probe)
-    if m.family not in ("standard", "looped"):
-        raise ConfigError(f"'model.family' must be 'standard' or 'looped', got '{m.family}'")
     for name in ("n_layer", "n_head", "n_embd", "n_dims", "n_positions"):
         _positive(f"model.{name}", getattr(m, name))
     if m.n_embd % m.n_head:
         raise ConfigError(f"'model.n_embd' ({m.n_embd}) must be divisible by 'model.n_head' ({m.n_head})")
-    if t.name not in TASKS:
-        hint = did_you_mean(t.name, TASKS)
-        raise ConfigError(f"'task.name' must be one of {', '.join(TASKS)}, got '{t.name}'{hint}")
     for name in ("sparsity", "hidden", "depth"):
         _positive(f"task.{name}", getattr(t, name))
     if t.noise_std < 0:
@@ -373,10 +331,8 @@ def validate(config: Config) -> None:
     _positive("training.learning_rate", tr.learning_rate)
     if tr.weight_decay < 0:
         raise ConfigError(f"'training.weight_decay' must be >= 0, got {tr.weight_decay}")
-    if tr.precision not in ("fp32", "bf16"):
-        raise ConfigError(f"'training.precision' must be 'fp32' or 'bf16', got '{tr.precision}'")
     if m.family == "looped":
-        span = (tr.n_loop_window - 1) * tr.loop_dilation + 1
+        span = loop_span(tr.n_loop_window, tr.loop_dilation)
         if c.loops.start < span:
             raise ConfigError(
                 f"'curriculum.loops.start' ({c.loops.start}) is below (T-1)*s+1 = {span} for "
@@ -384,12 +340,11 @@ def validate(config: Config) -> None:
                 f"s={tr.loop_dilation}: every step needs b >= (T-1)*s+1 loop iterations")
     _positive("eval.n_prompts", ev.n_prompts)
     _positive("eval.bootstrap", ev.bootstrap)
-    for i, n in enumerate(ev.loops):
-        _positive(f"eval.loops[{i}]", n)
-    if pr.target not in ("wols", "grad"):
-        raise ConfigError(f"'probe.target' must be 'wols' or 'grad', got '{pr.target}'")
+    for i, n in enumerate(ev.iteration_counts):
+        _positive(f"eval.iteration_counts[{i}]", n)
     for name in ("steps", "batch_size", "hidden", "eval_every", "chunk"):
         _positive(f"probe.{name}", getattr(pr, name))
     _positive("probe.learning_rate", pr.learning_rate)
-    if pr.n_loops < 0:
-        raise ConfigError(f"'probe.n_loops' must be >= 0 (0 = the trained b), got {pr.n_loops}")
+    if pr.loop_iterations < 0:
+        raise ConfigError(f"'probe.loop_iterations' must be >= 0 (0 = the loop budget b), "
+                          f"got {pr.loop_iterations}")

@@ -82,20 +82,20 @@ class Evaluator:
 
     @torch.no_grad()
     def __call__(self, model, autocast) -> dict:
-        """Scores the model; a looped model at its trained b, at eval.loops, and per iteration."""
+        """Scores the model; a looped model at its loop budget b, at eval.iteration_counts, and per iteration."""
         config = self.config
         was_training = model.training
         model.eval()
         looped = config.model.family == "looped"
-        b = config.n_loops
-        loop_counts = sorted({b, *config.eval.loops}) if looped else []
+        b = config.loop_budget
+        iteration_counts = sorted({b, *config.eval.iteration_counts}) if looped else []
         chunks: list[torch.Tensor] = []
         for start in range(0, self.xs.shape[0], self.chunk):
             xs, ys = self.xs[start:start + self.chunk], self.ys[start:start + self.chunk]
             with autocast():
                 if looped:
                     # every iteration up to the largest count, for the last-point-vs-iteration curve
-                    last = loop_counts[-1]
+                    last = iteration_counts[-1]
                     preds = model(xs, ys, last, keep=range(1, last + 1))
                     chunks.append(torch.stack([self._errors(preds[t], ys) for t in range(1, last + 1)]))
                 else:
@@ -106,6 +106,7 @@ class Evaluator:
             return summarise(torch.cat(chunks), resamples, seed)
         trace = torch.cat(chunks, dim=1)  # [iteration, prompts, k]
         result = summarise(trace[b - 1], resamples, seed)
-        result["loops"] = {n: trace[n - 1].double().mean(dim=0).tolist() for n in loop_counts}
+        result["curves_at_iterations"] = {n: trace[n - 1].double().mean(dim=0).tolist()
+                                          for n in iteration_counts}
         result["last_point_vs_iteration"] = trace[:, :, -1].double().mean(dim=1).tolist()
         return result

@@ -1,7 +1,7 @@
 """Analytic model FLOPs of one training step (matmuls only; a multiply-add counts as 2)."""
 from __future__ import annotations
 
-from .config import Config
+from .config import Config, loop_span
 
 
 def block_flops(config: Config, n_points: int) -> float:
@@ -21,7 +21,7 @@ def train_flops_per_step(config: Config, step: int | None = None) -> float:
         no_grad, differentiated = 0, m.n_layer
     else:
         b = c.loops.end if step is None else c.loops.value(step)
-        span = (config.training.n_loop_window - 1) * config.training.loop_dilation + 1
+        span = loop_span(config.training.n_loop_window, config.training.loop_dilation)
         no_grad, differentiated = m.n_layer * (b - span), m.n_layer * span
     per_prompt = (no_grad * block_flops(config, n_points)
                   + 3 * (differentiated * block_flops(config, n_points) + read_in_out))

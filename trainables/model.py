@@ -41,14 +41,11 @@ def _causal_bias(seq: int, dtype: torch.dtype, device: torch.device) -> torch.Te
 def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """softmax(q k^T / sqrt(head_dim) + causal mask) v for [batch, heads, seq, head_dim] inputs.
 
-    On CPU the fastest form depends on dtype and threads (torch 2.13, head_dim 8-16, 22-82
-    tokens; whole training steps, the two forms alternating in one process):
-    - bfloat16: PyTorch's fused kernel (flash attention) is about 6x slower than explicit
-      baddbmm + softmax + bmm in forward and backward together, 1.1-1.3x in the forward alone;
-    - float32, 1 thread: the fused kernel is faster (D128 b20 step 1.20x, D64 b60 equal);
-    - float32, 2 threads: its backward parallelises worse (D64 b60 step 1.19x slower, D128
-      b20 equal), so attention that autograd differentiates runs explicitly.
-    GPUs keep the fused kernel.
+    On CPU the fastest form depends on dtype and threads (measured by bench/ablation.py, runs
+    in bench/results/): PyTorch's fused kernel is far slower in bfloat16, and in float32 its
+    backward parallelises worse than explicit baddbmm + softmax + bmm beyond one thread. So
+    CPU bfloat16 always, and CPU float32 attention that autograd differentiates at more than
+    one thread, run explicitly; everything else (and every GPU) uses the fused kernel.
     """
     explicit = q.dtype == torch.bfloat16 or (torch.get_num_threads() > 1 and torch.is_grad_enabled()
                                              and q.requires_grad)
@@ -139,16 +136,16 @@ class StandardTransformer(_Transformer):
 
 
 class LoopedTransformer(_Transformer):
-    def forward(self, xs: torch.Tensor, ys: torch.Tensor, n_loops: int,
+    def forward(self, xs: torch.Tensor, ys: torch.Tensor, n_iterations: int,
                 keep: list[int] | None = None,
                 trace: list[torch.Tensor] | None = None) -> dict[int, torch.Tensor]:
         """Predictions at the 1-based iterations in `keep` (default: only the last).
 
         Iterations before min(keep) run without gradient, so the state entering the window
-        is detached; every iteration from min(keep) to n_loops is differentiated. `trace`, if
+        is detached; every iteration from min(keep) to n_iterations is differentiated. `trace`, if
         given, receives every iteration's state Y_t (for tests and analysis).
         """
-        keep = set(keep or [n_loops])
+        keep = set(keep or [n_iterations])
         # without autograd (evaluation) nothing needs separating: every iteration is "in the window"
         first = min(keep) if torch.is_grad_enabled() else 1
         p = self.read_in(interleave(xs, ys))
@@ -162,7 +159,7 @@ class LoopedTransformer(_Transformer):
                         trace.append(y)
             y = y.clone()  # an inference tensor cannot be saved for backward; a plain copy can
         predictions = {}
-        for t in range(first, n_loops + 1):
+        for t in range(first, n_iterations + 1):
             y = self.backbone(p if y is None else y + p)
             if trace is not None:
                 trace.append(y)
@@ -171,12 +168,12 @@ class LoopedTransformer(_Transformer):
         return predictions
 
     @torch.no_grad()
-    def states(self, xs: torch.Tensor, ys: torch.Tensor, n_loops: int) -> Iterator[torch.Tensor]:
+    def states(self, xs: torch.Tensor, ys: torch.Tensor, n_iterations: int) -> Iterator[torch.Tensor]:
         """Probe states: index 0 the read_in embedding, then each iteration's residual (pre-ln_f)."""
         p = self.read_in(interleave(xs, ys))
         yield p
         y = torch.zeros_like(p)
-        for _ in range(n_loops):
+        for _ in range(n_iterations):
             for h in self.backbone.residual(y + p):
                 pass
             yield h

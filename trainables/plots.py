@@ -24,11 +24,12 @@ def plot_eval(summary: dict, config: Config, path: Path) -> None:
     ks = range(len(result["curve"]))
     label = f"{config.model.family} L={config.model.n_layer} D={config.model.n_embd}"
     if looped:
-        label += f" b={config.n_loops}"
+        label += f" b={config.loop_budget}"
     ax.plot(ks, result["curve"], "C0-", lw=2, label=label)
     ax.fill_between(ks, result["band_lo"], result["band_hi"], color="C0", alpha=0.25, label="90% band")
-    for i, (n, curve) in enumerate(sorted(result.get("loops", {}).items(), key=lambda kv: int(kv[0]))):
-        if int(n) != config.n_loops:
+    at_iterations = sorted(result.get("curves_at_iterations", {}).items(), key=lambda kv: int(kv[0]))
+    for i, (n, curve) in enumerate(at_iterations):
+        if int(n) != config.loop_budget:
             ax.plot(ks, curve, f"C{i + 1}-", lw=1, label=f"at {n} iterations")
     for name, base in summary["baselines"].items():
         text, style = BASELINE_STYLE[name]
@@ -42,7 +43,7 @@ def plot_eval(summary: dict, config: Config, path: Path) -> None:
         ax = axes[0, 1]
         curve = result["last_point_vs_iteration"]
         ax.plot(range(1, len(curve) + 1), curve, "C0-")
-        ax.axvline(config.n_loops, color="k", ls=":", label=f"trained b = {config.n_loops}")
+        ax.axvline(config.loop_budget, color="k", ls=":", label=f"loop budget b = {config.loop_budget}")
         ax.set(xlabel="loop iteration", ylabel="error at the last point", yscale="log",
                title="fixed point beyond b?")
         ax.legend(fontsize=8)

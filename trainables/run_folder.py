@@ -1,7 +1,8 @@
 """A self-contained run folder: config.yaml, metrics.jsonl, checkpoints/, summary.json, eval.png.
 
-A checkpoint holds everything a bitwise-exact continuation needs: model, optimizer, the step
-counter (which fixes the curriculum) and every RNG state.
+A checkpoint holds everything a bitwise-exact continuation needs: model (or probes), optimizer,
+the step counter (which fixes the curriculum) and every RNG state, beside the config it was
+trained with; a run is only continued with that same config.
 """
 from __future__ import annotations
 
@@ -12,9 +13,9 @@ from pathlib import Path
 
 import torch
 
-from .config import Config, ConfigError, from_dict
-
 import yaml
+
+from .config import EXTENDABLE, Config, ConfigError, first_difference, from_dict
 
 CHECKPOINT_FILE = "state.pt"
 KEEP_CHECKPOINTS = 2
@@ -50,14 +51,12 @@ def load_run_config(run_dir: str | Path) -> tuple[Config, Path]:
     return config, checkpoint
 
 
-def save_checkpoint(run_dir: Path, config: Config, step: int, model, optimizer,
-                    generator: torch.Generator) -> Path:
+def save_checkpoint(run_dir: Path, config: Config, step: int, state: dict) -> Path:
+    """run_dir/checkpoints/step_XXXXXXXX/{state.pt, config.yaml}; the newest KEEP_CHECKPOINTS stay."""
     folder = run_dir / "checkpoints" / f"step_{step:08d}"
     tmp = folder.with_name(folder.name + ".tmp")
     tmp.mkdir(parents=True, exist_ok=True)
-    torch.save({"step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "data_rng": generator.get_state(), "torch_rng": torch.get_rng_state()},
-               tmp / CHECKPOINT_FILE)
+    torch.save({"step": step, **state}, tmp / CHECKPOINT_FILE)
     (tmp / "config.yaml").write_text(config.to_yaml())
     shutil.rmtree(folder, ignore_errors=True)
     tmp.rename(folder)  # a crash mid-save never leaves a half-written checkpoint behind
@@ -66,8 +65,31 @@ def save_checkpoint(run_dir: Path, config: Config, step: int, model, optimizer,
     return folder
 
 
-def load_checkpoint(folder: str | Path, model, optimizer, generator: torch.Generator) -> int:
-    state = torch.load(Path(folder) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
+def load_state(folder: str | Path, config: Config | None = None, device="cpu") -> dict:
+    """A checkpoint's state; with `config`, refused unless it was saved with that config."""
+    folder = Path(folder)
+    if config is not None and (folder / "config.yaml").is_file():
+        check_same_config(read_config(folder / "config.yaml"), config, folder)
+    return torch.load(folder / CHECKPOINT_FILE, map_location=device, weights_only=True)
+
+
+def check_same_config(saved: Config, given: Config, where: Path) -> None:
+    difference = first_difference(saved, given, ignore=EXTENDABLE)
+    if difference:
+        raise ConfigError(f"'{where}' was trained with another config ({difference}): a run is only "
+                          "continued with the config it started with; start a new run folder instead")
+
+
+def write_training_checkpoint(run_dir: Path, config: Config, step: int, model, optimizer,
+                              generator: torch.Generator) -> Path:
+    return save_checkpoint(run_dir, config, step, {
+        "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+        "data_rng": generator.get_state(), "torch_rng": torch.get_rng_state()})
+
+
+def load_training_checkpoint(folder: str | Path, config: Config, model, optimizer,
+                             generator: torch.Generator) -> int:
+    state = load_state(folder, config)
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     generator.set_state(state["data_rng"])

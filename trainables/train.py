@@ -12,27 +12,29 @@ from pathlib import Path
 import torch
 
 from . import run_folder
-from .config import Config
+from .config import Config, loop_span
 from .evaluation import Evaluator
 from .flops import train_flops_per_step
 from .model import build_model
-from .progress import Progress
+from .progress_bar import Progress
 from .tasks import sample_prompts
 
 Report = Callable[[dict, "str | None"], None]
 
 
-def supervised_iterations(n_loops: int, window: int, dilation: int = 1) -> list[int]:
-    """1-based iterations whose predictions enter the loss: b, b-s, ..., b-(T-1)s (those >= 1)."""
-    return [t for t in range(n_loops - (window - 1) * dilation, n_loops + 1, dilation) if t >= 1]
+def supervised_iterations(n_iterations: int, window: int, dilation: int = 1) -> list[int]:
+    """1-based iterations whose predictions enter the loss of a forward pass of `n_iterations`
+    (b at the curriculum's end): b, b-s, ..., b-(T-1)s (those >= 1)."""
+    first = n_iterations - loop_span(window, dilation) + 1
+    return [t for t in range(first, n_iterations + 1, dilation) if t >= 1]
 
 
-def loss_fn(model, config: Config, xs: torch.Tensor, ys: torch.Tensor, n_loops: int) -> torch.Tensor:
+def loss_fn(model, config: Config, xs: torch.Tensor, ys: torch.Tensor, n_iterations: int) -> torch.Tensor:
     """Mean squared error over supervised iterations, prompts and all n positions."""
     if config.model.family == "standard":
         return torch.mean((model(xs, ys) - ys) ** 2)
-    keep = supervised_iterations(n_loops, config.training.n_loop_window, config.training.loop_dilation)
-    predictions = model(xs, ys, n_loops, keep=keep)
+    keep = supervised_iterations(n_iterations, config.training.n_loop_window, config.training.loop_dilation)
+    predictions = model(xs, ys, n_iterations, keep=keep)
     return torch.stack([torch.mean((predictions[t] - ys) ** 2) for t in keep]).mean()
 
 
@@ -54,11 +56,11 @@ def make_optimizer(model: torch.nn.Module, config: Config) -> torch.optim.Optimi
                             eps=1e-8, weight_decay=tr.weight_decay, foreach=True)
 
 
-def train_step(model, optimizer, config: Config, xs: torch.Tensor, ys: torch.Tensor, n_loops: int,
-               autocast=contextlib.nullcontext) -> torch.Tensor:
+def train_step(model, optimizer, config: Config, xs: torch.Tensor, ys: torch.Tensor,
+               n_iterations: int, autocast=contextlib.nullcontext) -> torch.Tensor:
     """One optimisation step on a batch; returns the detached loss (no host sync)."""
     with autocast():
-        loss = loss_fn(model, config, xs, ys, n_loops)
+        loss = loss_fn(model, config, xs, ys, n_iterations)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -71,11 +73,12 @@ def train(config: Config, report: Report | None = None, *, out_dir: str | Path |
     """Train `config` into the run folder `out_dir`; returns the final summary.
 
     `report(metrics, checkpoint_dir)` is called at every evaluation with flat scalar metrics
-    and the checkpoint saved at that step (or None). `resume_from` is such a checkpoint.
-    `compile=True` runs the backbone through torch.compile. On 2 CPU cores it gained 0-15% per
-    step (bench/results/train_speed_cpu_2026-11-28.md) for about a minute of compilation, and recompiles when the
-    curriculum changes shapes, so it is off by default; it may pay on a GPU (bench/gpu.py
-    --compile). It changes floating-point rounding slightly, not the mathematics.
+    and the checkpoint saved at that step (or None). `resume_from` is such a checkpoint; it is
+    refused unless it was saved with this config (but for a longer training.train_steps).
+    `compile=True` runs the backbone through torch.compile: it recompiles whenever the
+    curriculum changes shapes, so it is off by default (bench/train_speed.py --compile and
+    bench/gpu.py --compile measure whether it pays). It changes floating-point rounding
+    slightly, not the mathematics.
     """
     if num_threads:
         torch.set_num_threads(num_threads)
@@ -84,7 +87,6 @@ def train(config: Config, report: Report | None = None, *, out_dir: str | Path |
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     tr, cur = config.training, config.curriculum
     run_dir = Path(out_dir) if out_dir else run_folder.new_run_dir(config.task.name)
-    run_folder.write_config(run_dir, config)
 
     torch.manual_seed(tr.seed)
     model = build_model(config.model).to(device)
@@ -94,7 +96,8 @@ def train(config: Config, report: Report | None = None, *, out_dir: str | Path |
     data_rng = torch.Generator(device).manual_seed(tr.seed)
     step = 0
     if resume_from:
-        step = run_folder.load_checkpoint(resume_from, model, optimizer, data_rng)
+        step = run_folder.load_training_checkpoint(resume_from, config, model, optimizer, data_rng)
+    run_folder.write_config(run_dir, config)
     log = run_folder.MetricsLog(run_dir, step if resume_from else None)
     evaluator = Evaluator(config, device)
     autocast = autocast_for(config, device)
@@ -107,9 +110,9 @@ def train(config: Config, report: Report | None = None, *, out_dir: str | Path |
     metrics: dict = {"step": step}
     result = None
     while step < tr.train_steps:
-        dims, points, loops = cur.dims.value(step), cur.points.value(step), cur.loops.value(step)
+        dims, points, iterations = cur.dims.value(step), cur.points.value(step), cur.loops.value(step)
         xs, ys = sample_prompts(config.task, config.model.n_dims, tr.batch_size, points, dims, data_rng)
-        loss_sum += train_step(model, optimizer, config, xs, ys, loops, autocast)
+        loss_sum += train_step(model, optimizer, config, xs, ys, iterations, autocast)
         steps_logged += 1
         step += 1
 
@@ -119,17 +122,17 @@ def train(config: Config, report: Report | None = None, *, out_dir: str | Path |
             now = time.perf_counter()
             # the only host sync of the loop, once per log interval
             metrics = {"step": step, "train/loss": loss_sum.item() / steps_logged,
-                       "curriculum/dims": dims, "curriculum/points": points, "curriculum/loops": loops,
+                       "curriculum/dims": dims, "curriculum/points": points, "curriculum/loops": iterations,
                        "perf/steps_per_s": steps_logged / (now - t_log),
                        "compute/gflop_per_step": gflop}
             log.write(metrics)
             if bar:
-                bar.update(step, loss=metrics["train/loss"], b=loops)
+                bar.update(step, loss=metrics["train/loss"], b=iterations)
             loss_sum.zero_()
             t_log, steps_logged = now, 0
         checkpoint = None
         if step % tr.checkpoint_every == 0 or step == tr.train_steps:
-            checkpoint = run_folder.save_checkpoint(run_dir, config, step, model, optimizer, data_rng)
+            checkpoint = run_folder.write_training_checkpoint(run_dir, config, step, model, optimizer, data_rng)
         if evaluating:
             t_eval = time.perf_counter()
             result = evaluator(model, autocast)

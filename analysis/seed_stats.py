@@ -9,8 +9,7 @@ import random
 import statistics
 from dataclasses import dataclass
 
-from study.tracking import SHORT
-
+from .layout import params_text
 from .trials import StudyRecord, Trial
 
 SEED_KEYS = ("training.seed",)
@@ -46,10 +45,8 @@ def difference_interval(a: list[float], b: list[float], resamples: int = 2000,
 
 def _key(trial: Trial) -> str:
     """`s=2 lr=0.00846`: the sampled values but the seed, in the short names of run names."""
-    shown = {SHORT.get(k, k.rsplit(".", 1)[-1]): v for k, v in sorted(trial.sampled.items())
-             if k not in SEED_KEYS}
-    return " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
-                    for k, v in shown.items()) or "base config"
+    shown = {k: v for k, v in sorted(trial.sampled.items()) if k not in SEED_KEYS}
+    return params_text(shown, digits=3) or "base config"
 
 
 def groups(record: StudyRecord) -> list[ConfigGroup]:

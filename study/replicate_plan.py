@@ -3,8 +3,9 @@
 whether the winner beats the runner-up or only drew a lucky seed.
 
 The seeds are above every seed the search used, so a config's replicates are not the draws it
-was selected on (the search value of a winner is biased low; its replicate mean is not). The plan
-is written to <results>/replicates.yaml before the phase starts, and a resumed study replays it.
+was selected on (the search value of a winner is biased low; its replicate mean is not). Each
+replicate's config is its search trial's resolved config with the fresh seed. The plan is
+written to <results>/replicates.yaml before the phase starts, and a resumed study replays it.
 Replicate runs are MLflow children tagged loopstudy_role=replicate, the number of the search
 trial they replicate and the seed; they are not told to Optuna, whose history stays the search.
 """
@@ -18,12 +19,12 @@ import yaml
 from optuna.trial import TrialState
 from ray.tune.search import Searcher
 
-from trainables.config import load_config
+from analysis.layout import CONFIG_HASH, config_hash
 
-from .spec import BASE
+from .searcher import SEED
+from .spec import BASE, resolved
 from .stores import Stores
 
-SEED = "training.seed"
 PLAN_FILE = "replicates.yaml"
 
 
@@ -39,18 +40,20 @@ def make_plan(study: optuna.Study, spec) -> list[dict]:
         key = json.dumps(sampled, sort_keys=True, default=str)
         if key not in seen and len(chosen) < spec.replicates.top_k:
             seen.add(key)
-            chosen.append((trial.number, sampled))
-    defaults = {base: fixed.get(SEED, load_config(base, spec.overrides).training.seed) for base in spec.bases}
+            chosen.append((trial.number, sampled, trial.user_attrs["config"]))
+    defaults = {base: fixed.get(SEED, config.training.seed) for base, config in spec.base_configs.items()}
     used = {t.params.get(SEED, defaults[t.params.get(BASE, spec.bases[0])]) + r
             for t in study.get_trials(deepcopy=False) for r in range(spec.seeds_per_config)}
     used |= set(defaults.values())
     seeds = range(max(used) + 1, max(used) + 1 + spec.replicates.seeds)
     plan = []
-    for number, sampled in chosen:
+    for number, sampled, config in chosen:
         params = {k: v for k, v in sampled.items() if k != BASE}
-        base = {BASE: sampled[BASE]} if BASE in sampled else {}
-        plan += [{"params": {**fixed, **params, SEED: seed}, "sampled": {**sampled, SEED: seed},
-                  "trial": number, "repeat": i, **base} for i, seed in enumerate(seeds)]
+        for i, seed in enumerate(seeds):
+            replicate = resolved(config, {SEED: seed})
+            plan.append({"config": replicate, CONFIG_HASH: config_hash(replicate),
+                         "params": {**fixed, **params, SEED: seed}, "sampled": {**sampled, SEED: seed},
+                         "trial": number, "repeat": i})
     return plan
 
 

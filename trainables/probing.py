@@ -7,7 +7,6 @@ checkpoints/, summary.json and probe.png. Plain Python: progress goes to a `repo
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 
@@ -16,8 +15,8 @@ import torch
 from . import run_folder
 from .config import Config, ConfigError
 from .model import build_model
-from .probes import TARGETS, StackedProbes, evaluate, fit_step, n_targets, probe_prompts
-from .progress import Progress
+from .probe_heads import TARGETS, StackedProbes, evaluate, fit_step, n_targets, probe_prompts
+from .progress_bar import Progress
 from .train import Report, resolve_device
 
 SETS = ("task", "control")   # control probes train on w = 1 prompts, are scored on random w
@@ -31,9 +30,7 @@ def load_trained(config: Config, run_dir: str | Path, device: torch.device):
         diff = [f"model.{k}" for k, v in vars(config.model).items() if getattr(trained.model, k) != v]
         raise ConfigError(f"{', '.join(diff)} differ from the run folder '{run_dir}' being probed")
     model = build_model(config.model).to(device)
-    state = torch.load(Path(checkpoint) / run_folder.CHECKPOINT_FILE, map_location=device,
-                       weights_only=True)
-    model.load_state_dict(state["model"])
+    model.load_state_dict(run_folder.load_state(checkpoint, device=device)["model"])
     return model.eval().requires_grad_(False)
 
 
@@ -41,32 +38,17 @@ def state_count(config: Config) -> tuple[int, int]:
     """(number of probe states, loop iterations run; 0 for a standard model)."""
     if config.model.family == "standard":
         return config.model.n_layer + 1, 0
-    n_loops = config.probe.n_loops or config.n_loops
-    return n_loops + 1, n_loops
-
-
-def save_checkpoint(out: Path, config: Config, step: int, probes, optimizer, rngs) -> Path:
-    folder = out / "checkpoints" / f"step_{step:08d}"
-    tmp = folder.with_name(folder.name + ".tmp")
-    tmp.mkdir(parents=True, exist_ok=True)
-    torch.save({"step": step, "probes": probes.state_dict(), "optimizer": optimizer.state_dict(),
-                "data_rng": [g.get_state() for g in rngs]}, tmp / run_folder.CHECKPOINT_FILE)
-    (tmp / "config.yaml").write_text(config.to_yaml())
-    shutil.rmtree(folder, ignore_errors=True)
-    tmp.rename(folder)
-    for old in sorted((out / "checkpoints").glob("step_????????"))[:-run_folder.KEEP_CHECKPOINTS]:
-        shutil.rmtree(old)
-    return folder
+    iterations = config.probe.loop_iterations or config.loop_budget
+    return iterations + 1, iterations
 
 
 def is_probe_checkpoint(folder: str | Path) -> bool:
     """Whether a checkpoint folder holds probes (else it is a training checkpoint)."""
-    return "probes" in torch.load(Path(folder) / run_folder.CHECKPOINT_FILE, map_location="cpu",
-                                  weights_only=True)
+    return "probes" in run_folder.load_state(folder)
 
 
-def load_checkpoint(folder: str | Path, probes, optimizer, rngs) -> int:
-    state = torch.load(Path(folder) / run_folder.CHECKPOINT_FILE, map_location="cpu", weights_only=True)
+def load_checkpoint(folder: str | Path, config: Config, probes, optimizer, rngs) -> int:
+    state = run_folder.load_state(folder, config)
     probes.load_state_dict(state["probes"])
     optimizer.load_state_dict(state["optimizer"])
     for g, rng in zip(rngs, state["data_rng"]):
@@ -94,13 +76,12 @@ def probe(config: Config, report: Report | None = None, *, run_dir: str | Path,
     device = resolve_device(device)
     pr, d, n = config.probe, config.model.n_dims, config.curriculum.points.end
     model = load_trained(config, run_dir, device)
-    n_states, n_loops = state_count(config)
+    n_states, iterations = state_count(config)
     sets = SETS if pr.control else SETS[:1]
     out = Path(out_dir) if out_dir else Path(run_dir) / f"probe_{pr.target}"
-    run_folder.write_config(out, config)
 
     def states(xs, ys):
-        return model.states(xs, ys, n_loops) if n_loops else model.states(xs, ys)
+        return model.states(xs, ys, iterations) if iterations else model.states(xs, ys)
 
     make_targets = TARGETS[pr.target]
     torch.manual_seed(pr.seed)
@@ -110,7 +91,8 @@ def probe(config: Config, report: Report | None = None, *, run_dir: str | Path,
     rngs = [torch.Generator(device).manual_seed(pr.seed + i) for i in range(len(sets))]
     eval_xs, eval_ys = probe_prompts(d, n, pr.batch_size, torch.Generator(device).manual_seed(pr.seed + 2))
     eval_targets = make_targets(eval_xs, eval_ys)
-    step = load_checkpoint(resume_from, probes, optimizer, rngs) if resume_from else 0
+    step = load_checkpoint(resume_from, config, probes, optimizer, rngs) if resume_from else 0
+    run_folder.write_config(out, config)
     log = run_folder.MetricsLog(out, step if resume_from else None)
     bar = Progress(pr.steps, step, label=f"probe {pr.target}") if progress else None
 
@@ -128,7 +110,9 @@ def probe(config: Config, report: Report | None = None, *, run_dir: str | Path,
             bar.update(step, err=(train_err[0] / since).min().item())
         if step % pr.eval_every and step < pr.steps:
             continue
-        checkpoint = save_checkpoint(out, config, step, probes, optimizer, rngs)
+        checkpoint = run_folder.save_checkpoint(out, config, step, {
+            "probes": probes.state_dict(), "optimizer": optimizer.state_dict(),
+            "data_rng": [g.get_state() for g in rngs]})
         rate = since / (time.perf_counter() - t_log)
         errors = evaluate(probes, states(eval_xs, eval_ys), eval_targets, pr.chunk)
         event = eval_event(step, sets, errors, train_err / since)

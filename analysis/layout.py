@@ -1,0 +1,62 @@
+"""How a study lies in its stores: the names the service writes and the analysis reads.
+
+Dependency-free on purpose: `study` (the only writer of MLflow) and `analysis` (read-only) both
+import it, so neither needs the other's runtime. MLflow holds one experiment per study: a parent
+run (ROLE=PARENT) and a child run per search trial (TRIAL) or seed replicate (REPLICATE).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+
+# MLflow tags of a study's runs
+ROLE, TUNE_ID, NUMBER, REPEAT = "loopstudy_role", "tune_trial_id", "optuna_trial", "repeat"
+PARENT, TRIAL, REPLICATE = "parent", "trial", "replicate"          # values of ROLE
+STATE, REASON = "state", "state_reason"   # REASON is also the Optuna user attribute
+STEPS, SAMPLED, CONFIG_HASH = "steps", "sampled", "config_hash"
+
+# a trial's state, the same in Optuna, MLflow and `status` (study/outcome.py classifies)
+COMPLETED, PRUNED, FAILED, RUNNING = "completed", "pruned", "failed", "running"
+
+VERSIONED = ("torch", "ray", "optuna", "mlflow", "numpy")     # package versions a study records
+
+# searched parameters: (the short name in run names and tables, what a figure calls it);
+# the ones with a figure name are the scientific parameters the report draws per value
+LABELS = {"training.loop_dilation": ("s", "loss-window dilation s"),
+          "training.n_loop_window": ("T", "window T"),
+          "curriculum.loops.end": ("b", "loop budget b"),
+          "model.n_embd": ("D", "width n_embd"),
+          "model.n_layer": ("L", None),
+          "training.learning_rate": ("lr", None),
+          "training.seed": ("seed", None)}
+SCIENTIFIC = tuple(key for key, (_, long) in LABELS.items() if long)
+
+
+def short_label(key: str) -> str:
+    """`s` for training.loop_dilation; a field without a short name by its last part."""
+    return LABELS.get(key, (key.rsplit(".", 1)[-1], None))[0]
+
+
+def long_label(key: str) -> str:
+    return LABELS.get(key, (None, None))[1] or key
+
+
+def fmt(value, digits: int = 4) -> str:
+    return f"{value:.{digits}g}" if isinstance(value, float) else str(value)
+
+
+def params_text(values: dict, digits: int = 4) -> str:
+    """`s=2 lr=0.0085 seed=1`: dotted keys by their short names."""
+    return " ".join(f"{short_label(k)}={fmt(v, digits)}" for k, v in values.items())
+
+
+def table(rows: list[list[str]], header: list[str]) -> str:
+    """Plain-text columns, as `status` and the live progress print them."""
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip()
+                     for r in [header, *rows])
+
+
+def config_hash(config: dict) -> str:
+    """12 hex digits identifying a resolved config mapping (key order does not matter)."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]

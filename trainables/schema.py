@@ -1,0 +1,133 @@
+"""The one config engine: plain data (YAML) into typed dataclasses, every error naming the field.
+
+Configs (trainables/config.py), study files (study/spec.py) and search-space entries
+(search_spaces/space.py) are all built here. A dataclass field's annotation says what it takes:
+a nested dataclass (a mapping), `list[X]`, `dict`, `bool`, `int`, `float`, `str`, a `Literal`
+of allowed values, or a union of these (`int | None`, `str | list[str]`). Unknown keys get a
+"did you mean", missing keys without a default are "required".
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+
+
+class ConfigError(ValueError):
+    """A value or key that is not allowed; the message names the dotted field."""
+
+
+def did_you_mean(word: str, options, prefix: str = "") -> str:
+    close = difflib.get_close_matches(str(word), [str(o) for o in options], n=1, cutoff=0.5)
+    return f"; did you mean '{prefix}{close[0]}'?" if close else ""
+
+
+def field_types(cls) -> dict[str, object]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def unknown_key(path: str, key: str, known, noun: str = "config key") -> ConfigError:
+    hint = did_you_mean(key, known, path)
+    return ConfigError(f"unknown {noun} '{path}{key}'{hint} (allowed: {', '.join(known)})")
+
+
+def yaml_number(value):
+    """YAML 1.1 (PyYAML) reads 1e-4 as a string; such a string is the number it spells."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    return value
+
+
+def _choices(options) -> str:
+    quoted = [f"'{o}'" for o in options]
+    return " or ".join(quoted) if len(quoted) == 2 else "one of " + ", ".join(quoted)
+
+
+def _describe(kind) -> str:
+    """What a value of annotation `kind` must be, for an error message."""
+    origin = typing.get_origin(kind)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join("null" if a is type(None) else _describe(a) for a in typing.get_args(kind))
+    if origin is typing.Literal:
+        return _choices(typing.get_args(kind))
+    if dataclasses.is_dataclass(kind):
+        return f"a mapping of {kind.__name__} fields"
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string",
+            dict: "a mapping", list: "a list"}.get(origin or kind, str(kind))
+
+
+def _same_shape(kind, value) -> bool:
+    """Whether `value` is the kind of YAML node (mapping, list, scalar) that `kind` takes."""
+    if dataclasses.is_dataclass(kind) or kind is dict or typing.get_origin(kind) is dict:
+        return isinstance(value, dict)
+    if typing.get_origin(kind) is list:
+        return isinstance(value, (list, tuple))
+    return not isinstance(value, (dict, list, tuple))
+
+
+def coerce(path: str, kind, value, noun: str = "config key"):
+    """`value` as annotation `kind` requires; ConfigError naming `path` otherwise."""
+    origin = typing.get_origin(kind)
+    if origin in (typing.Union, types.UnionType):
+        options = [o for o in typing.get_args(kind) if o is not type(None)]
+        if value is None and len(options) < len(typing.get_args(kind)):
+            return None
+        shaped = [o for o in options if _same_shape(o, value)]
+        if len(shaped) == 1:        # the one option this node can be: its own error is the clearest
+            return coerce(path, shaped[0], value, noun)
+        for option in shaped:
+            try:
+                return coerce(path, option, value, noun)
+            except ConfigError:
+                continue
+        raise ConfigError(f"'{path}' must be {_describe(kind)}, got {value!r}")
+    if origin is typing.Literal:
+        allowed = typing.get_args(kind)
+        if value not in allowed or isinstance(value, bool):
+            hint = did_you_mean(value, allowed) if isinstance(value, str) else ""
+            raise ConfigError(f"'{path}' must be {_choices(allowed)}, got {value!r}{hint}")
+        return value
+    if dataclasses.is_dataclass(kind):
+        if not isinstance(value, dict):
+            raise ConfigError(f"'{path}' must be {_describe(kind)}, got {value!r}")
+        return build(kind, value, path + ".", noun)
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"'{path}' must be a list, got {value!r}")
+        (item,) = typing.get_args(kind)
+        return [coerce(f"{path}[{i}]", item, v, noun) for i, v in enumerate(value)]
+    if kind is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"'{path}' must be a mapping, got {value!r}")
+        return dict(value)
+    if kind is float:
+        value = yaml_number(value)
+    numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if (kind is bool and isinstance(value, bool) or kind is str and isinstance(value, str)
+            or kind is float and numeric):
+        return float(value) if kind is float else value
+    if kind is int and numeric and float(value).is_integer():
+        return int(value)
+    raise ConfigError(f"'{path}' must be {_describe(kind)}, got {value!r}")
+
+
+def build(cls, data: dict, path: str = "", noun: str = "config key"):
+    """A `cls` from a mapping: unknown keys refused, missing keys take the field's default."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"'{path.rstrip('.') or cls.__name__}' must be {_describe(cls)}, got {data!r}")
+    kinds = field_types(cls)
+    for key in data:
+        if key not in kinds:
+            raise unknown_key(path, key, kinds, noun)
+    values = {}
+    for f in dataclasses.fields(cls):
+        if f.name in data:
+            values[f.name] = coerce(path + f.name, kinds[f.name], data[f.name], noun)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"'{path}{f.name}' is required")
+    return cls(**values)

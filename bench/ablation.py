@@ -39,13 +39,13 @@ def seed_attention(q, k, v):
     return F.scaled_dot_product_attention(q, k, v, is_causal=True)
 
 
-def seed_forward(self, xs, ys, n_loops, keep=None, trace=None):
-    keep = set(keep or [n_loops])
+def seed_forward(self, xs, ys, n_iterations, keep=None, trace=None):
+    keep = set(keep or [n_iterations])
     first = min(keep)
     p = self.read_in(interleave(xs, ys))
     y = torch.zeros_like(p)
     predictions = {}
-    for t in range(1, n_loops + 1):
+    for t in range(1, n_iterations + 1):
         with torch.set_grad_enabled(torch.is_grad_enabled() and t >= first):
             y = self.backbone(y + p)
         if t in keep:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from common import LoadMeter, fmt
+from common import LoadMeter, fmt, save_table
 
 PRECISIONS = ("fp32", "bf16")
 
@@ -162,8 +162,7 @@ def main(argv=None) -> int:
               f"Training steps/s late in the runs (1 thread, {args.parallel} concurrent): "
               + ", ".join(f"{p} {fmt(v)}" for p, v in mean_speed.items()) + "."]
     print("\n".join(lines))
-    if args.out:
-        Path(args.out).write_text("\n".join(lines) + "\n")
+    save_table(args.out, lines)
     return 0
 
 

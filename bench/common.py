@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from trainables.config import Config, load_config  # noqa: E402
 
-# issue 5's table: name -> (preset, overrides, the reference s/step measured on a quiet machine)
+# the benchmarked configs: name -> (preset, overrides, the reference s/step measured on a quiet machine)
 CONFIGS: dict[str, tuple[str, list[str], float | None]] = {
     "looped_L1_D128_b20_T20": ("seed_probe_looped", ["curriculum.loops.end=20"], 1.149),
     "looped_L1_D128_b100_T20": ("seed_probe_looped", [], 2.775),
@@ -99,3 +99,9 @@ def fmt(value, digits: int = 3) -> str:
     if abs(value) >= 100:
         return f"{value:.0f}"
     return f"{value:.{digits}g}"
+
+
+def save_table(path: str | None, lines: list[str]) -> None:
+    """The printed markdown, also written to `path` (a bench/results/ record) when given."""
+    if path:
+        Path(path).write_text("\n".join(lines) + "\n")

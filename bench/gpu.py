@@ -2,7 +2,7 @@
 """GPU training speed, prepared to run once on a lent GPU (a few minutes in all).
 
 1. Matmul ceilings (fp32, tf32, bf16) of this GPU.
-2. For each config of issue 5 (curriculum fixed at its end: the full-size step) and precision
+2. For each config of bench/common.py CONFIGS (curriculum fixed at its end: the full-size step) and precision
    fp32 (TF32 off), tf32 (TF32 matmuls, what `train()` uses on CUDA for precision fp32) and
    bf16 (autocast): our s/step and the reference-style step's (bench/reference.py, same
    weights), GFLOP/s, MFU against the ceiling of that precision, and peak memory
@@ -26,7 +26,7 @@ import time
 
 import torch
 
-from common import CONFIGS, fmt, full_size_config
+from common import CONFIGS, fmt, full_size_config, save_table
 
 PRECISIONS = ("fp32", "tf32", "bf16")
 DEVICE = "cuda"  # --dry-run-cpu switches to "cpu" to exercise this script without a GPU
@@ -99,12 +99,12 @@ class Stepper:
         self.autocast = autocast_for(config, device)
         self.sample = sample_prompts
         c = config.curriculum
-        self.points, self.dims, self.loops = c.points.end, c.dims.end, c.loops.end
+        self.points, self.dims, self.iterations = c.points.end, c.dims.end, c.loops.end
 
     def step(self) -> None:
         c = self.config
         xs, ys = self.sample(c.task, c.model.n_dims, c.training.batch_size, self.points, self.dims, self.generator)
-        self.step_fn(self.model, self.optimizer, c, xs, ys, self.loops, self.autocast)
+        self.step_fn(self.model, self.optimizer, c, xs, ys, self.iterations, self.autocast)
 
     def seconds_per_step(self, seconds: float, windows: int = 3, warmup: int = 3) -> tuple[float, int]:
         """Median over `windows` timed windows of whole steps (a sync at each window's ends)."""
@@ -251,9 +251,7 @@ def main(argv=None) -> int:
                  "|---|---|---|---|---|---|---|"]
         print("\n".join(block), flush=True)
         lines += block + concurrency_rows(args)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write("\n".join(lines) + "\n")
+    save_table(args.out, lines)
     return 0
 
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Probe fitting speed: every (state, target) probe stacked and batched (trainables.probes)
+"""Probe fitting speed: every (state, target) probe stacked and batched (trainables.probe_heads)
 against one nn.Module per probe in a Python loop, in one process, on the same states.
 
 Shape: the seed's probing run, a looped model L=1 D=128 with 100 iterations (101 states),
@@ -26,7 +26,7 @@ from torch import nn
 
 from trainables.config import ModelConfig
 from trainables.model import build_model
-from trainables.probes import StackedProbes, fit_step, probe_prompts, wols_targets
+from trainables.probe_heads import StackedProbes, fit_step, probe_prompts, wols_targets
 
 
 class OneProbe(nn.Module):
@@ -112,7 +112,7 @@ def main() -> None:
     loops = {name: ProbeLoop(loop_states, n_targets, positions, args.width, args.hidden, args.n_dims,
                              matmul, device)
              for name, matmul in (("loop, reference pooling", False), ("loop, matmul pooling", True))}
-    methods = {"batched (trainables.probes)": batched_step,
+    methods = {"batched (trainables.probe_heads)": batched_step,
                **{name: (lambda loop=loop: loop.step(bank, targets)) for name, loop in loops.items()}}
     times: dict[str, list[float]] = {name: [] for name in methods}
     for round_ in range(args.steps + 1):   # alternating rounds: every method sees the same load
@@ -127,7 +127,7 @@ def main() -> None:
           f"{device}, {torch.get_num_threads()} threads; medians of {args.steps} steps")
     print(f"state collection (same for every method): {iteration_s:.3f} s per model iteration, "
           f"{collect_s:.1f} s per step for {args.states - 1} iterations")
-    ours = statistics.median(times["batched (trainables.probes)"])
+    ours = statistics.median(times["batched (trainables.probe_heads)"])
     print(f"{'method':<30} {'probe s/step':>12} {'steps/s':>9} {'speed-up':>9} {'with states':>12}")
     for name, values in times.items():
         seconds = statistics.median(values)

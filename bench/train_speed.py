@@ -2,7 +2,7 @@
 """Training speed on this CPU: our trainer's step against a reference-style step (the paper's
 code path, bench/reference.py) with the same weights, measured in one process.
 
-For each config (issue 5's table; every curriculum fixed at its end so each step is the
+For each config (bench/common.py CONFIGS; every curriculum fixed at its end so each step is the
 full-size step) and precision: median s/step of our `trainables.train.train_step` and of the
 reference step, measured in alternating rounds so both see the same machine load; GFLOP/s from
 the analytic count (trainables.flops); model-FLOP utilisation (MFU) against a large square
@@ -23,7 +23,7 @@ import time
 
 import torch
 
-from common import CONFIGS, LoadMeter, fmt, full_size_config, matmul_ceiling, median
+from common import CONFIGS, LoadMeter, fmt, full_size_config, matmul_ceiling, median, save_table
 from reference import ReferenceModel, reference_loss, reference_step
 from trainables.flops import train_flops_per_step
 from trainables.model import build_model
@@ -41,14 +41,14 @@ class Runner:
         self.generator = torch.Generator().manual_seed(seed)
         self.autocast = autocast_for(config, CPU)
         c = config.curriculum
-        self.points, self.dims, self.loops = c.points.end, c.dims.end, c.loops.end
+        self.points, self.dims, self.iterations = c.points.end, c.dims.end, c.loops.end
 
     def step(self) -> tuple[float, float]:
         """(wall seconds, CPU seconds of this process) of one step."""
         start, cpu = time.perf_counter(), time.process_time()
         xs, ys = sample_prompts(self.config.task, self.config.model.n_dims, self.config.training.batch_size,
                                 self.points, self.dims, self.generator)
-        self.step_fn(self.model, self.optimizer, self.config, xs, ys, self.loops, self.autocast)
+        self.step_fn(self.model, self.optimizer, self.config, xs, ys, self.iterations, self.autocast)
         return time.perf_counter() - start, time.process_time() - cpu
 
 
@@ -112,7 +112,7 @@ def measure(name: str, precision: str, args, ours_kwargs: dict, with_ref: bool) 
 
 
 HEADER = ("| config | prec | ours s/step | ours steps/s | ref s/step | speed-up | speed-up vs ref fp32 | speed-up in CPU time "
-          "| ours GFLOP/s | ours MFU | ref MFU | ours MFU in CPU time | ceiling GFLOP/s | issue ref s/step | steps | foreign cores | load1 |")
+          "| ours GFLOP/s | ours MFU | ref MFU | ours MFU in CPU time | ceiling GFLOP/s | quiet ref s/step | steps | foreign cores | load1 |")
 
 
 def table_row(row: dict, ref_fp32: dict) -> str:
@@ -166,7 +166,7 @@ def main(argv=None) -> int:
              "ceiling a square matmul of the same dtype and threads measured between the rounds; 'in CPU "
              "time' divides model FLOPs per CPU second by the ceiling's FLOPs per CPU second. "
              "'foreign cores' = CPU cores busy with other processes while the row was measured; "
-             "'issue ref' = the reference measured on a quiet machine (issue 5).",
+             "'quiet ref' = the reference step measured earlier on a quiet machine (bench/common.py).",
              ""]
     print("\n".join(lines), flush=True)
     agreement = {}
@@ -185,9 +185,7 @@ def main(argv=None) -> int:
                 ref_fp32[name] = row
             lines.append(table_row(row, ref_fp32))
             print(lines[-1], flush=True)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write("\n".join(lines) + "\n")
+    save_table(args.out, lines)
     return 0
 
 

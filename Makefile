@@ -1,12 +1,10 @@
 # The two commands a newcomer runs: `make demo` and `make test`. Both build .venv when missing.
+# (The quiet environment, no telemetry and no usage stats, is set by the loopstudy CLI and by
+# tests/conftest.py: study.QUIET_ENV.)
 PY := .venv/bin/python
 VENV_STAMP := .venv/.installed
 
-export RAY_USAGE_STATS_ENABLED := 0
-export MLFLOW_DISABLE_TELEMETRY := true
-export DO_NOT_TRACK := 1
-
-.PHONY: demo test venv bench clean
+.PHONY: demo test test-fast venv bench clean
 
 venv: $(VENV_STAMP)
 
@@ -25,8 +23,13 @@ $(VENV_STAMP): requirements-torch.txt requirements.txt pyproject.toml
 demo: venv
 	$(PY) -m study.cli run study/studies/dilation_cpu.yaml --results results/dilation_cpu-$$(date +%Y%m%d-%H%M%S)
 
+# every tier this machine can run (the cluster tier needs root; it is named when skipped)
 test: venv
 	$(PY) -m pytest
+
+# the fast tier alone: no Ray, no MLflow server (seconds to a minute)
+test-fast: venv
+	$(PY) -m pytest -m "not service and not cluster"
 
 bench: venv
 	$(PY) bench/train_speed.py

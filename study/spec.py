@@ -42,7 +42,9 @@ TRAIN_METRICS = ("eval/err_last", "eval/err_mean", "train/loss", "compute/gflop_
 # what the probe trainable reports once probing (its training reports TRAIN_METRICS first)
 PROBE_METRICS = ("probe/err_min", "probe/err_argmin", "probe/err_first_state", "probe/err_last_state",
                  "probe/control_err_min", "probe/selectivity")
-METRICS = {"train": TRAIN_METRICS, "probe": PROBE_METRICS}
+# what the stand-in `synthetic` trainable reports (tests and load benchmarks of the service)
+SYNTHETIC_METRICS = ("eval/err_last", "eval/err_mean", "train/loss")
+METRICS = {"train": TRAIN_METRICS, "probe": PROBE_METRICS, "synthetic": SYNTHETIC_METRICS}
 BASE = "base"                 # the searched choice among several bases
 STUDY_FILE = "study.yaml"     # the copy kept in the results folder, for resume and status
 
@@ -91,7 +93,7 @@ class StudyFile:
     space: str | dict
     objectives: list[Objective]
     budget: Budget
-    trainable: Literal["train", "probe"] = "train"
+    trainable: Literal["train", "probe", "synthetic"] = "train"
     overrides: dict = field(default_factory=dict)
     scheduler: Scheduler | None = None
     resources: Resources = field(default_factory=Resources)

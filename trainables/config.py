@@ -109,6 +109,14 @@ class ProbeConfig:
 
 
 @dataclass
+class SyntheticConfig:
+    """The known answer of the stand-in trainable (trainables/synthetic.py); nothing else reads it."""
+    effect_per_dilation: float = 0.0  # objective change per unit of training.loop_dilation - 1
+    seed_sd: float = 0.1              # noise drawn from training.seed alone: shared by every config
+    noise_sd: float = 0.005           # noise of each (config, seed)
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     task: TaskConfig = field(default_factory=TaskConfig)
@@ -116,6 +124,7 @@ class Config:
     training: TrainingConfig = field(default_factory=TrainingConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
     @property
     def loop_budget(self) -> int:
@@ -345,6 +354,8 @@ def validate(config: Config) -> None:
     for name in ("steps", "batch_size", "hidden", "eval_every", "chunk"):
         _positive(f"probe.{name}", getattr(pr, name))
     _positive("probe.learning_rate", pr.learning_rate)
+    if config.synthetic.seed_sd < 0 or config.synthetic.noise_sd < 0:
+        raise ConfigError("'synthetic.seed_sd' and 'synthetic.noise_sd' must be >= 0")
     if pr.loop_iterations < 0:
         raise ConfigError(f"'probe.loop_iterations' must be >= 0 (0 = the loop budget b), "
                           f"got {pr.loop_iterations}")

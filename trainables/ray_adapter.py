@@ -18,6 +18,7 @@ import ray.tune
 from .config import Config, from_dict
 from .probing import PROBE_FOLDER, is_probe_checkpoint, probe
 from .run_folder import latest_checkpoint
+from .synthetic import synthetic
 from .train import train
 
 
@@ -41,10 +42,11 @@ def _trial(tune_config: dict):
         yield from_dict(tune_config["config"]), out_dir, threads, resume_from
 
 
-def train_trainable(tune_config: dict) -> None:
-    """Tune function trainable around `trainables.train`, resuming from Tune's checkpoint.
+def _training(function, tune_config: dict) -> None:
+    """Tune function trainable around `function` (`train`'s contract), resuming from Tune's
+    checkpoint.
 
-    The last evaluation is reported only after `train` returns, with the run folder complete
+    The last evaluation is reported only after `function` returns, with the run folder complete
     (summary.json, eval.png): a scheduler stops a trial at its final report (ASHA at max_t),
     which would otherwise kill it before the folder is written.
     """
@@ -53,8 +55,18 @@ def train_trainable(tune_config: dict) -> None:
             if metrics["step"] < config.training.train_steps:
                 _report(metrics, checkpoint_dir)
 
-        summary = train(config, report, out_dir=out_dir, resume_from=resume_from, num_threads=threads)
+        summary = function(config, report, out_dir=out_dir, resume_from=resume_from, num_threads=threads)
     _report(_scalars(summary), latest_checkpoint(out_dir))
+
+
+def train_trainable(tune_config: dict) -> None:
+    """`trainables.train` as a Tune trainable."""
+    _training(train, tune_config)
+
+
+def synthetic_trainable(tune_config: dict) -> None:
+    """`trainables.synthetic`, the stand-in with a known answer, as a Tune trainable."""
+    _training(synthetic, tune_config)
 
 
 def _probe_step(config: Config, metrics: dict) -> dict:

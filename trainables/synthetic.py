@@ -1,0 +1,59 @@
+"""A stand-in for `train`, for tests and load benchmarks of the study service: milliseconds per
+trial, the same run folder, report and checkpoint protocol, and a known answer.
+
+    eval/err_last at step t = level + (1 - level) * exp(-4 t / train_steps)
+    level = 0.5 + synthetic.effect_per_dilation * (s - 1) + 0.1 * |log10(lr / 1e-3)|
+            + shared(training.seed) + own(config, training.seed)
+
+`shared` ~ N(0, synthetic.seed_sd) depends on the training seed alone, so configs trained on the
+same seed share it (common random numbers); `own` ~ N(0, synthetic.noise_sd) differs per config.
+"""
+from __future__ import annotations
+
+import json
+import math
+import random
+from pathlib import Path
+
+from . import run_folder
+from .config import Config
+from .train import Report
+
+
+def level(config: Config) -> float:
+    tr, sy = config.training, config.synthetic
+    own_key = json.dumps({k: v for k, v in config.flat().items() if k != "training.seed"}, sort_keys=True,
+                         default=str)
+    shared = random.Random(tr.seed).gauss(0, sy.seed_sd)
+    own = random.Random(f"{own_key}/{tr.seed}").gauss(0, sy.noise_sd)
+    return (0.5 + sy.effect_per_dilation * (tr.loop_dilation - 1)
+            + 0.1 * abs(math.log10(tr.learning_rate / 1e-3)) + shared + own)
+
+
+def synthetic(config: Config, report: Report | None = None, *, out_dir: str | Path,
+              resume_from: str | Path | None = None, **_) -> dict:
+    """`train`'s contract (arguments it does not need are ignored); returns the summary."""
+    tr, run_dir = config.training, Path(out_dir)
+    step = run_folder.load_state(resume_from, config)["step"] if resume_from else 0
+    run_folder.write_config(run_dir, config)
+    log = run_folder.MetricsLog(run_dir, step if resume_from else None)
+    floor = level(config)
+    metrics: dict = {"step": step}
+    curve = []
+    while step < tr.train_steps:
+        step = min(step + tr.eval_every - step % tr.eval_every, tr.train_steps)
+        err = floor + (1 - floor) * math.exp(-4 * step / tr.train_steps)
+        curve = [1.0 + (err - 1.0) * k / 10 for k in range(11)]
+        metrics = {"step": step, "eval/err_last": err, "eval/err_mean": sum(curve) / len(curve),
+                   "train/loss": 4 * err}
+        log.write(metrics)
+        checkpoint = None
+        if step % tr.checkpoint_every == 0 or step == tr.train_steps:
+            checkpoint = run_folder.save_checkpoint(run_dir, config, step, {})
+        if report:
+            report(metrics, str(checkpoint) if checkpoint else None)
+    summary = {**metrics, "run_dir": str(run_dir), "baselines": {},
+               "eval": {"curve": curve, "band_lo": curve, "band_hi": curve,
+                        "err_last": metrics.get("eval/err_last"), "err_mean": metrics.get("eval/err_mean")}}
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    return summary

@@ -14,6 +14,11 @@ ROLE, TUNE_ID, NUMBER, REPEAT = "loopstudy_role", "tune_trial_id", "optuna_trial
 PARENT, TRIAL, REPLICATE = "parent", "trial", "replicate"          # values of ROLE
 STATE, REASON = "state", "state_reason"   # REASON is also the Optuna user attribute
 STEPS, SAMPLED, CONFIG_HASH = "steps", "sampled", "config_hash"
+B_TRAINED = "b_trained"        # the loop count b a looped run trained at its last step
+POINT = "scientific_point"     # the scientific values a run trains, as a label ("s=1"): study/design.py
+# parent-run tags: the scientific parameters and values (JSON), the points' labels in order, the
+# confounds found at the start (JSON lists)
+SCIENTIFIC_VALUES, POINTS, CONFOUNDS = "scientific", "scientific_points", "confounds"
 
 # a trial's state, the same in Optuna, MLflow and `status` (study/outcome.py classifies)
 COMPLETED, PRUNED, FAILED, RUNNING = "completed", "pruned", "failed", "running"
@@ -55,6 +60,11 @@ def table(rows: list[list[str]], header: list[str]) -> str:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip()
                      for r in [header, *rows])
+
+
+def phase_study_name(study: str, point: str) -> str:
+    """The Optuna study of one scientific point ("NAME[s=1]"); NAME itself without one."""
+    return f"{study}[{point}]" if point else study
 
 
 def config_hash(config: dict) -> str:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import figures, seed_stats
+from . import figures, verdict
 from .layout import SCIENTIFIC, VERSIONED, fmt, long_label
 from .trials import StudyRecord
 
@@ -25,37 +25,48 @@ def searched_ranges(space_params: dict) -> dict[str, tuple]:
 
 
 def write_report(record: StudyRecord, space_params: dict, study_file: str, out: Path) -> dict:
-    """Writes out/report.md and its figures; returns what each figure plotted."""
+    """Writes out/report.md and its figures; returns what each figure plotted (and the answer)."""
     out.mkdir(parents=True, exist_ok=True)
     metric, mode = record.objectives[0]
-    ranked = record.ranked()
+    result = verdict.answer(record)
+    search_best, replicate_best = result.search_best, result.replicate_best
     tags = record.parent["tags"]
     ranges = searched_ranges(space_params)
+    replicated = f"{replicate_best.label}: {verdict.spread(replicate_best.values)}" \
+        if replicate_best and record.replicates and not result.problems else "- (see the answer)"
     lines = [f"# Study `{record.name}`", "",
-             "| study | trials by state | best | objective | git commit |", "|---|---|---|---|---|",
+             "| study | trials by state | search best (one seed) | replicate best | git commit |",
+             "|---|---|---|---|---|",
              f"| {record.name} | {_counts(record)}{'; replicates: ' + _counts(record, record.replicates) if record.replicates else ''} "
-             f"| {ranked[0].name if ranked else '-'} | {metric} ({mode}) = "
-             f"{fmt(ranked[0].value(metric)) if ranked else '-'} | `{tags.get('git_commit', '?')[:12]}`"
+             f"| {search_best.name + ': ' + fmt(search_best.value(metric)) if search_best else '-'} "
+             f"| {replicated} | `{tags.get('git_commit', '?')[:12]}`"
              f"{' (dirty)' if tags.get('git_dirty') == 'True' else ''} |", "",
+             f"Objective: {metric} ({mode}), at each run's last step.", "",
              f"Reproduce (into a fresh folder): `loopstudy run {study_file} --results results/{record.name}-rerun`"
              f" at commit `{tags.get('git_commit', '?')}`.", "",
              "Versions: " + ", ".join(f"{p} {tags.get('version.' + p, '?')}" for p in VERSIONED), "",
-             f"Stores: MLflow `{record.stores.mlflow_uri}`, Optuna `{record.stores.optuna_url}` "
+             f"Stores: MLflow `{record.stores.mlflow_shown}`, Optuna `{record.stores.optuna_shown}` "
              f"(study `{record.name}`), Ray `{record.stores.experiment}`.", ""]
-    data: dict = {}
+    data: dict = {"answer": result}
+    lines += ["## Answer", "", *(f"- {line.strip()}" for line in result.lines()), ""]
+    if len(result.groups) > 1:
+        data["isolation.png"] = figures.isolation(result, out / "isolation.png")
+        lines += ["Each compared value at its own best nuisance settings (dots: seeds; bar: mean and "
+                  f"90% interval with {verdict.MIN_SEEDS}+ seeds, else the range):", "", "![](isolation.png)", ""]
     lines += ["## Trials", "", f"| trial | state | {metric} | steps | reason |", "|---|---|---|---|---|"]
     for t in sorted(record.trials, key=lambda t: (t.value(metric) is None, t.value(metric) or 0)):
         lines.append(f"| {t.name} | {t.state} | {fmt(t.value(metric)) if t.value(metric) is not None else '-'} "
                      f"| {t.steps} | {t.reason} |")
     lines.append("")
-    scientific = [p for p in ranges if p in SCIENTIFIC]
+    scientific = list(record.scientific) or [p for p in ranges if p in SCIENTIFIC]
     for param in scientific:
         name = f"curves_{param.rsplit('.', 1)[-1]}.png"
         data[name] = curves = figures.curves_by_value(record, param, out / name)
         missing = (f" Values without a completed trial (all pruned or failed): "
                    f"{', '.join(map(str, curves['missing']))}." if curves["missing"] else "")
         lines += [f"## Error vs in-context examples by {long_label(param)}", "",
-                  f"Best completed trial per value, 90% bootstrap band over held-out prompts.{missing}", "",
+                  f"Mean of every completed run per value (search and replicates); the band spans the "
+                  f"lowest to the highest seed.{missing}", "",
                   f"![]({name})", ""]
     probes = figures.probe_by_state(record, out / "probe.png")
     if probes:
@@ -70,12 +81,16 @@ def write_report(record: StudyRecord, space_params: dict, study_file: str, out: 
     if ranges:
         data["objective_by_param.png"] = flags = figures.objective_by_param(record, ranges, out / "objective_by_param.png")
         edge = [p for p, f in flags.items() if f["on_boundary"]]
-        lines += ["## Objective per searched parameter", "", "![](objective_by_param.png)", "",
-                  (f"**The best value of {', '.join(edge)} lies on the edge of the searched range**: "
-                   "the optimum may lie outside it." if edge else "No best value lies on the edge of its searched range."), ""]
+        unjudged = [f"{p} ({f['completed_varying']} completed trials)" for p, f in flags.items() if not f["judged"]]
+        lines += ["## Objective per searched parameter", "", "Pruned trials are marked with the step "
+                  "they stopped at: their value is not a final one.", "", "![](objective_by_param.png)", "",
+                  (f"**The best value of {', '.join(edge)} lies on the edge of the searched range** (one "
+                   "seed): the optimum may lie outside it." if edge else "No best value lies on the edge of "
+                   "its searched range.") + (f" Not judged, too few trials varied them (at least "
+                   f"{figures.EDGE_TRIALS} completed over 3 values needed): {', '.join(unjudged)}." if unjudged else ""), ""]
     data["learning_curves.png"] = figures.learning_curves(record, out / "learning_curves.png")
     lines += ["## Learning curves of the top trials", "", "![](learning_curves.png)", ""]
-    for name, why in figures.optuna_figures(record, out).items():
+    for name, why in figures.optuna_figures(record, out, _importance_problem(record)).items():
         title = "Parameter importances" if name == "importances.png" else "Pareto front"
         lines += [f"## {title}", "", f"![]({name})" if not why else f"({why})", ""]
         data[name] = why
@@ -84,32 +99,44 @@ def write_report(record: StudyRecord, space_params: dict, study_file: str, out: 
     return data
 
 
+IMPORTANCE_TRIALS = 10      # completed trials before parameter importances are drawn
+
+
+def _importance_problem(record: StudyRecord) -> str | None:
+    """Why parameter importances would mislead here, or None."""
+    if record.points:
+        return ("not drawn: a scientific study compares its values directly (above); importances "
+                "within one value would rest on its few nuisance trials")
+    completed = [t for t in record.trials if t.state == "completed"]
+    varied = [k for k in {k for t in completed for k in t.sampled} if len({str(t.sampled.get(k)) for t in completed}) > 1]
+    if len(completed) < IMPORTANCE_TRIALS:
+        return f"not drawn: {len(completed)} completed trials, at least {IMPORTANCE_TRIALS} needed"
+    if not varied:
+        return "not drawn: no parameter varied among the completed trials"
+    return None
+
+
 def _replicate_section(record: StudyRecord, out: Path, data: dict) -> list[str]:
-    groups = [g for g in seed_stats.groups(record) if len(g.values) >= 2]
+    groups = [g for g in data["answer"].groups if len(g.values) >= 2]
     if not groups:
-        return ["## Seed replicates", "", "No config has two or more completed seeds "
-                "(set `replicates` in the study file to rerun the top configs with fresh seeds).", ""]
+        return ["## Seed replicates", "", "No compared value has two or more completed seeds "
+                "(set `replicates` in the study file to train the best configs again on fresh seeds).", ""]
     metric = record.objectives[0][0]
-    by_number: dict[int, list[float]] = {}
-    for t in record.ranked():
-        by_number.setdefault(t.number, []).append(t.value(metric))
-    search = {n: sum(v) / len(v) for n, v in by_number.items()}      # over seeds_per_config
+    search = {}                  # the value each replicated config was selected on (its seeds' mean)
+    for group in groups if record.replicates else []:
+        first = group.runs[0]
+        chosen = [t.value(metric) for t in record.trials if (t.number, t.point) == (first.number, first.point)
+                  and t.value(metric) is not None]
+        if chosen:
+            search[group.label] = sum(chosen) / len(chosen)
     fresh = bool(record.replicates)
     lines = ["## Seed replicates", "",
-             ("The best configs of the search, trained again with fresh seeds (none used in the search) "
-              "to the last step; `search` is the value each was selected on." if fresh else
-              "The search's own seeds of each config (no replicate phase was run)."), "",
-             "| config | search trial | search | seeds | mean | 90% interval |", "|---|---|---|---|---|---|"]
+             ("The best config of each compared value, trained again on fresh seeds (none used in the "
+              "search, the same for every value) to the last step; `search` is the one-seed value it was "
+              "selected on." if fresh else "The search's own seeds of each config (no replicate phase was run)."),
+             "", "| compared | search | seeds | objective over the seeds |", "|---|---|---|---|"]
     for g in groups:
-        lo, hi = seed_stats.interval(g.values)
-        lines.append(f"| {g.key} | t{g.number:03d} | {fmt(search.get(g.number, '-'))} | {len(g.values)} "
-                     f"| {fmt(g.mean)} | [{fmt(lo)}, {fmt(hi)}] |")
-    data["replicates.png"] = figures.replicates(groups, search if fresh else {}, metric, out / "replicates.png")
-    lines += ["", "![](replicates.png)"]
-    verdict = seed_stats.compare_best(record)
-    if verdict:
-        lo, hi = verdict["interval"]
-        lines += ["", f"Best `{verdict['best']}` vs runner-up `{verdict['runner_up']}`: difference "
-                  f"{fmt(verdict['difference'])}, 90% interval [{fmt(lo)}, {fmt(hi)}]: "
-                  + ("**distinguishable**." if verdict["distinguishable"] else "**not distinguishable** at this number of seeds.")]
-    return lines + [""]
+        lines.append(f"| {g.label} | {fmt(search.get(g.label, '-'))} | {', '.join(map(str, sorted(g.by_seed)))} "
+                     f"| {verdict.spread(g.values)} |")
+    data["replicates.png"] = figures.replicates(groups, search, metric, out / "replicates.png")
+    return lines + ["", "![](replicates.png)", ""]

@@ -6,6 +6,8 @@ experiment folder) and `optuna_study()`: the service's study.stores.Stores is on
 """
 from __future__ import annotations
 
+import functools
+import itertools
 import json
 import posixpath
 import tempfile
@@ -18,7 +20,8 @@ from mlflow import MlflowClient
 
 from trainables.config import Config, from_dict
 
-from .layout import NUMBER, PARENT, REASON, REPEAT, REPLICATE, ROLE, RUNNING, SAMPLED, STATE, STEPS, TRIAL
+from .layout import (CONFOUNDS, NUMBER, PARENT, POINT, POINTS, REASON, REPEAT, REPLICATE, ROLE, RUNNING,
+                     SAMPLED, SCIENTIFIC_VALUES, STATE, STEPS, TRIAL, params_text, phase_study_name)
 
 
 @dataclass
@@ -38,6 +41,15 @@ class Trial:
     def value(self, metric: str) -> float | None:
         return self.objectives.get(metric)
 
+    @property
+    def point(self) -> str:
+        """The scientific point it trains ("s=1"), "" in a study without `scientific`."""
+        return self.tags.get(POINT, "")
+
+    @property
+    def seed(self) -> int:
+        return self.config.training.seed
+
 
 @dataclass
 class StudyRecord:
@@ -54,8 +66,31 @@ class StudyRecord:
     def client(self) -> MlflowClient:
         return MlflowClient(tracking_uri=self.stores.mlflow_uri)
 
-    def optuna_study(self) -> optuna.Study:
-        return self.stores.optuna_study()
+    def optuna_study(self, point: str = "") -> optuna.Study:
+        """The Optuna study of the search (of one scientific point's search)."""
+        return self.stores.optuna_study(phase_study_name(self.name, point))
+
+    @functools.cached_property
+    def scientific(self) -> dict:
+        """The compared parameters and their values; {} in a study without `scientific` (read
+        from the parent run's tag, or its study.yaml artifact where the tag is missing)."""
+        if SCIENTIFIC_VALUES in self.parent["tags"]:
+            return json.loads(self.parent["tags"][SCIENTIFIC_VALUES])
+        with tempfile.TemporaryDirectory() as tmp:
+            path = self.client().download_artifacts(self.parent["run_id"], "study.yaml", tmp)
+            return yaml.safe_load(Path(path).read_text()).get("scientific") or {}
+
+    @functools.cached_property
+    def points(self) -> list[str]:
+        """The scientific points' labels in the order listed (the first is the reference)."""
+        if POINTS in self.parent["tags"]:
+            return json.loads(self.parent["tags"][POINTS])
+        keys, values = list(self.scientific), list(self.scientific.values())
+        return [params_text(dict(zip(keys, v))) for v in itertools.product(*values)] if keys else []
+
+    @property
+    def confounds(self) -> list[str]:
+        return json.loads(self.parent["tags"].get(CONFOUNDS, "[]"))
 
     def by_state(self, trials: list[Trial] | None = None) -> dict[str, int]:
         """Trials (default: the search's) counted by state."""
@@ -85,7 +120,10 @@ class StudyRecord:
 
 
 def _config_from_params(params: dict[str, str]) -> Config:
-    """MLflow params are strings: the schema's types come back through the config loader."""
+    """MLflow params are strings: the schema's types come back through the config loader. A
+    trial's run leaves out the fields its trainable and task never read when they are at their
+    defaults (study.tracking.logged_params), so the defaults filled in here rebuild its exact
+    config."""
     tree: dict = {}
     for key, text in params.items():
         node = tree
@@ -96,15 +134,27 @@ def _config_from_params(params: dict[str, str]) -> Config:
     return from_dict(tree)
 
 
+def _shown(stores) -> str:
+    """The tracking URI as it may be printed (the service's Stores keep any password out of it)."""
+    return getattr(stores, "mlflow_shown", stores.mlflow_uri)
+
+
 def read_record(stores) -> StudyRecord:
-    client = MlflowClient(tracking_uri=stores.mlflow_uri)
-    experiment = client.get_experiment_by_name(stores.name)
+    from sqlalchemy.exc import DatabaseError
+
+    from trainables.schema import ConfigError
+
+    try:
+        client = MlflowClient(tracking_uri=stores.mlflow_uri)
+        experiment = client.get_experiment_by_name(stores.name)
+    except DatabaseError as exc:        # a damaged SQLite file: "file is not a database", ...
+        raise ConfigError(f"{_shown(stores)}: not a readable MLflow store ({exc.orig})") from None
     if experiment is None:
-        raise FileNotFoundError(f"no MLflow experiment '{stores.name}' in {stores.mlflow_uri}")
+        raise ConfigError(f"no MLflow experiment '{stores.name}' in {_shown(stores)}")
     runs = client.search_runs([experiment.experiment_id], max_results=10_000)
     parents = [r for r in runs if r.data.tags.get(ROLE) == PARENT]
     if not parents:
-        raise FileNotFoundError(f"study '{stores.name}' has no parent run in {stores.mlflow_uri}")
+        raise ConfigError(f"study '{stores.name}' has no parent run in {_shown(stores)}")
     parent = parents[0]
     objectives = [tuple(o.rsplit(":", 1)) for o in parent.data.params["objectives"].split(",")]
     found: dict[str, list[Trial]] = {TRIAL: [], REPLICATE: []}

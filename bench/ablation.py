@@ -26,10 +26,10 @@ import torch.nn.functional as F
 from common import CONFIGS, LoadMeter, fmt, full_size_config, median
 from trainables.model import build_model
 from trainables.tasks import interleave, sample_prompts
-from trainables.train import autocast_for, train_step
+from trainables.training import autocast_for, train_step
 
 model_module = importlib.import_module("trainables.model")
-train_module = importlib.import_module("trainables.train")  # `trainables.train` the attribute is a function
+train_module = importlib.import_module("trainables.training")  # the module (`trainables.train` is the function)
 CURRENT = {"attention": model_module.causal_attention,
            "forward": model_module.LoopedTransformer.forward,
            "optimizer": train_module.make_optimizer}

@@ -28,7 +28,7 @@ LAYOUTS = {"1x2": (1, 2), "2x1": (2, 1), "1x1": (1, 1)}
 def worker(args) -> None:
     from trainables.model import build_model
     from trainables.tasks import sample_prompts
-    from trainables.train import autocast_for, make_optimizer, train_step
+    from trainables.training import autocast_for, make_optimizer, train_step
 
     torch.set_num_threads(args.threads)
     config = full_size_config(args.config, [f"training.precision={args.precision}"])

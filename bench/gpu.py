@@ -79,7 +79,7 @@ class Stepper:
         from reference import ReferenceModel, reference_step
         from trainables.model import build_model
         from trainables.tasks import sample_prompts
-        from trainables.train import autocast_for, make_optimizer, train_step
+        from trainables.training import autocast_for, make_optimizer, train_step
 
         device = torch.device(DEVICE)
         self.config = config = full_size_config(name, [f"training.precision={set_precision(precision)}"])

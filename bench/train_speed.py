@@ -3,7 +3,7 @@
 code path, bench/reference.py) with the same weights, measured in one process.
 
 For each config (bench/common.py CONFIGS; every curriculum fixed at its end so each step is the
-full-size step) and precision: median s/step of our `trainables.train.train_step` and of the
+full-size step) and precision: median s/step of our `trainables.training.train_step` and of the
 reference step, measured in alternating rounds so both see the same machine load; GFLOP/s from
 the analytic count (trainables.flops); model-FLOP utilisation (MFU) against a large square
 matmul of the same dtype and thread count, measured between the rounds; and the CPU cores other
@@ -28,7 +28,7 @@ from reference import ReferenceModel, reference_loss, reference_step
 from trainables.flops import train_flops_per_step
 from trainables.model import build_model
 from trainables.tasks import sample_prompts
-from trainables.train import autocast_for, loss_fn, make_optimizer, train_step
+from trainables.training import autocast_for, loss_fn, make_optimizer, train_step
 
 CPU = torch.device("cpu")
 

@@ -21,11 +21,12 @@ from typing import Callable
 
 import optuna
 
-from trainables.config import (Config, ConfigError, default_loop_start, flatten, load_config, loop_span,
-                               set_dotted, source_data)
-from trainables.schema import build, coerce
+from trainables.config import (Config, ConfigError, default_loop_start, field_kind, flatten, load_config,
+                               loop_span, source_data)
+from trainables.schema import build, coerce, shown
 
 KINDS = ("categorical", "int", "float")
+FLOAT_STEPS = 1e15          # most steps in a float range: a float holds about 15 significant digits
 LOOP_START, LOOP_END, N_EMBD = "curriculum.loops.start", "curriculum.loops.end", "model.n_embd"
 
 
@@ -59,11 +60,22 @@ class _RangeOptions:
     log: bool = False
 
 
+def _check_values(label: str, key: str, values) -> None:
+    """Each of `values` must be a value the config field `key` takes (null too for the loop start)."""
+    for value in values:
+        if not (key == LOOP_START and value is None):   # null: the loader resolves it to T*s
+            try:
+                coerce(key, field_kind(key), value)
+            except ConfigError as exc:
+                raise SpaceError(f"{label}: {exc}") from None
+
+
 def parse_param(label: str, key: str, spec) -> Param:
     """One entry of a space: a {categorical|int|float: ...} mapping, or a fixed plain value."""
     if not isinstance(spec, dict):
         if isinstance(spec, list):
             raise SpaceError(f"{label}: a list is ambiguous; write {{categorical: {spec}}} to search it")
+        _check_values(label, key, [spec])
         return Param("fixed", value=spec)
     kinds = [k for k in KINDS if k in spec]
     if len(kinds) != 1:
@@ -77,8 +89,11 @@ def parse_param(label: str, key: str, spec) -> Param:
         if not isinstance(choices, list) or not choices:
             raise SpaceError(f"{label}: categorical needs a non-empty list of choices")
         if any(isinstance(c, (dict, list)) for c in choices):
-            raise SpaceError(f"{label}: categorical choices must be plain values, got {choices!r}")
+            raise SpaceError(f"{label}: categorical choices must be plain values, got {shown(choices)}")
+        _check_values(label, key, choices)
         return Param("categorical", choices=tuple(choices))
+    if kind == "float" and field_kind(key) is int:
+        raise SpaceError(f"{label}: an integer field: search it with int: [low, high]")
     number = int if kind == "int" else float
     try:
         parsed = build(_RangeOptions, options, f"{key}.", noun="option")
@@ -87,12 +102,17 @@ def parse_param(label: str, key: str, spec) -> Param:
     except ConfigError as exc:
         raise SpaceError(f"{label}: {exc}") from None
     if len(bounds) != 2:
-        raise SpaceError(f"{label}: {kind} needs [low, high], got {spec[kind]!r}")
+        raise SpaceError(f"{label}: {kind} needs [low, high], got {shown(spec[kind])}")
     low, high = bounds
+    _check_values(label, key, bounds)
     if low > high:
         raise SpaceError(f"{label}: low {low} is above high {high}")
     if step is not None and step <= 0:
         raise SpaceError(f"{label}: step must be positive, got {step}")
+    if not math.isfinite(high - low):
+        raise SpaceError(f"{label}: the range [{low}, {high}] is wider than a float can hold")
+    if kind == "float" and step is not None and (high - low) / step > FLOAT_STEPS:
+        raise SpaceError(f"{label}: step {step} cuts [{low}, {high}] finer than a float resolves")
     if parsed.log and (low <= 0 or step not in (None, 1)):
         raise SpaceError(f"{label}: a log range needs low > 0 and no step")
     return Param(kind, low=low, high=high, step=step, log=parsed.log)
@@ -129,6 +149,8 @@ def _constrain(name: str, param: Param, values: dict) -> Param:
     if name in (LOOP_START, LOOP_END) and param.kind == "int" and not param.log:
         low = _loop_span(values) if name == LOOP_START else max(_loop_span(values), _loop_start(values))
         return _on_grid(param, low)
+    if name == N_EMBD and values["model.n_head"] <= 0:
+        raise optuna.TrialPruned(f"model.n_head={values['model.n_head']} must be positive")
     if name == N_EMBD and param.kind == "categorical":
         choices = tuple(c for c in param.choices if isinstance(c, int) and c % values["model.n_head"] == 0)
         if not choices:
@@ -174,7 +196,7 @@ class Space:
         for key, spec in params.items():
             label = f"space '{name}', field '{key}'"
             try:
-                set_dotted({}, str(key), None)
+                field_kind(str(key))
             except ConfigError as exc:
                 raise SpaceError(f"{label}: {exc}") from None
             parsed[str(key)] = parse_param(label, str(key), spec)

@@ -2,18 +2,47 @@
 
 # the environment of every driver the service runs or submits: nothing waits on an unreachable host
 QUIET_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1",
-             "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AIR_NEW_OUTPUT": "0",
+             "RAY_AIR_NEW_OUTPUT": "0",
              # checkpoints at every evaluation force state snapshots (which resume relies on)
              "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
              # a probe trial reports its probe objective only once probing starts; the study
              # file's objectives are checked against what each trainable reports (study.spec)
              "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1",
-             "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}      # no bars in reports
+             "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",      # no bars in reports
+             # no "View run ... at: http://..." line per run against a tracking server (the URL
+             # would also carry any user:password of the tracking URI)
+             "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
+
+# a driver that starts its own Ray (no RAY_ADDRESS to join): Ray reads both when it is imported.
+# Every Ray process then binds 127.0.0.1 (node IP = loopback; nodes cannot join), and token
+# auth, which Ray turns on by default for such a cluster with a warning, is asked for explicitly:
+# loopback is open to every user of the machine, the token (~/.ray/auth_token) is not.
+LOCAL_RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "token"}
+
+# library lines that tell a study's user nothing (the driver prints the progress and results)
+QUIET_LOGGERS = ("mlflow.store.db.utils",             # "Creating initial MLflow database tables..."
+                 "optuna.storages._rdb.storage",      # "A new study created in RDB with name: ..."
+                 "optuna.storages.journal._storage")  # "A new study created in Journal with name: ..."
+# Optuna's notice on each experimental class we use (BruteForceSampler): about our code, not the study
+OPTUNA_EXPERIMENTAL = r".* is experimental \(supported from v"
 
 
-def quiet_environment() -> None:
-    """Set QUIET_ENV in this process (keeping what the user set), before Ray or MLflow start."""
+def quiet_environment(local_ray: bool = True) -> None:
+    """Set QUIET_ENV in this process (keeping what the user set), and LOCAL_RAY_ENV when it may
+    start a local Ray (`local_ray`, and no RAY_ADDRESS to join), before Ray or MLflow are imported."""
     import os
 
-    for key, value in QUIET_ENV.items():
+    local = LOCAL_RAY_ENV if local_ray and not os.environ.get("RAY_ADDRESS") else {}
+    for key, value in {**QUIET_ENV, **local}.items():
         os.environ.setdefault(key, value)
+
+
+def quiet_libraries() -> None:
+    """Silence the library lines a study's terminal does not need (QUIET_LOGGERS, Optuna's
+    experimental notices); every other warning still shows."""
+    import logging
+    import warnings
+
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=OPTUNA_EXPERIMENTAL)

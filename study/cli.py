@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from study import quiet_environment
+from study import quiet_environment, quiet_libraries
 from study.cluster_cli import add_cluster_commands, add_job_args
 from trainables.config import ConfigError
 
@@ -14,6 +14,7 @@ def cmd_train(args) -> None:
     import trainables
     from trainables.config import load_config
     from trainables.run_folder import load_run_config
+    from trainables.diverged import Diverged
 
     if args.resume:
         config, checkpoint = load_run_config(args.resume)
@@ -23,8 +24,12 @@ def cmd_train(args) -> None:
             raise ConfigError("train needs CONFIG (a preset name or a YAML path) or --resume DIR")
         config, checkpoint = load_config(args.config, args.set), None
         out = args.out
-    summary = trainables.train(config, out_dir=out, resume_from=checkpoint,
-                               num_threads=args.threads, progress=True)
+    try:
+        summary = trainables.train(config, out_dir=out, resume_from=checkpoint,
+                                   num_threads=args.threads, progress=True)
+    except Diverged as exc:
+        print(f"loopstudy: training diverged: {exc} (lower training.learning_rate?)", file=sys.stderr)
+        raise SystemExit(1) from None
     print(f"run folder: {summary['run_dir']}")
     print(f"eval/err_last = {summary['eval/err_last']:.4g}   eval/err_mean = {summary['eval/err_mean']:.4g}")
     print(f"figure: {summary['run_dir']}/eval.png   summary: {summary['run_dir']}/summary.json")
@@ -70,24 +75,32 @@ def cmd_presets(args) -> None:
 
 
 def _finish_study(spec, result) -> None:
-    from study.status import best_summary, format_status
+    """The trial table; then the resume command, or the answer and the report (also logged to
+    the study's parent MLflow run)."""
+    from analysis.trials import read_record
+    from study.publish import report
+    from study.status import best_summary, format_status, loopstudy_command
+    from study.stores import Stores
 
     print(format_status(spec))
     if not result.finished:
-        print(f"study interrupted: resume it with `loopstudy resume {spec.name}`")
+        print(f"study interrupted: resume it with `{loopstudy_command()} resume {spec.results_dir}`")
         raise SystemExit(130)
     print(f"finished: {result.wall_s:.0f} s wall; trials {result.trials_s:.0f} s / {result.concurrency} "
           f"concurrent = {result.trials_s / result.concurrency:.0f} s; overhead {result.overhead:.0%}")
-    print(best_summary(spec))
+    record = read_record(Stores.of(spec))
+    print(best_summary(spec, record))
+    print(f"report: {report(spec, record=record)}")
 
 
 def cmd_run(args) -> None:
-    from study.runner import run_study
     from study.spec import read_study_file
 
-    spec = read_study_file(args.study)
+    spec = read_study_file(args.study)         # refused before Ray is even imported
     if args.results:
         spec.results_dir = Path(args.results).resolve()
+    from study.runner import run_study
+
     _finish_study(spec, run_study(spec))
 
 
@@ -133,6 +146,12 @@ def cmd_export(args) -> None:
         print(path)
 
 
+def positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return int(text)
+
+
 def _study_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", help="study name (under --results-root) or its results folder")
     p.add_argument("--results-root", default="results", help="where studies live (default: results)")
@@ -148,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dotted override, e.g. --set training.loop_dilation=2 (repeatable)")
     p.add_argument("--out", help="run folder (default: runs/<preset>-<time>)")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
-    p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    p.add_argument("--threads", type=positive_int, help="torch threads (default: torch's choice)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("probe", help="fit probes to every layer / loop iteration of trained runs")
@@ -159,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dotted override, e.g. --set probe.steps=2000 (repeatable)")
     p.add_argument("--out", help="probe folder (default: RUN_DIR/probe_<target>); with several "
                                  "runs, one sub-folder each and the joint figure")
-    p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    p.add_argument("--threads", type=positive_int, help="torch threads (default: torch's choice)")
     p.set_defaults(func=cmd_probe)
 
     p = sub.add_parser("presets", help="list the shipped presets")
@@ -198,8 +217,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    quiet_environment()
     args = build_parser().parse_args(argv)
+    # only a driver that may start its own Ray gets the local Ray's environment (loopback, token)
+    quiet_environment(local_ray=args.command in ("run", "resume") and not getattr(args, "address", None))
+    quiet_libraries()
     try:
         args.func(args)
     except ConfigError as exc:

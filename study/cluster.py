@@ -10,7 +10,7 @@ import urllib.request
 import uuid
 
 from .spec import StudyError
-from .stores import SERVERS, Stores
+from .stores import SERVERS, Stores, redact
 
 READY = "loopstudy: every node reaches the stores"      # `loopstudy submit` waits for this line
 
@@ -25,8 +25,8 @@ def store_problems(stores: Stores) -> list[str]:
         probe.unlink()
     except OSError as exc:
         problems.append(f"cannot write the Ray storage path {stores.ray}: {exc}")
-    if stores.mlflow_uri.startswith(SERVERS):
-        url = stores.mlflow_uri.rstrip("/") + "/health"
+    if stores.mlflow_shown.startswith(SERVERS):
+        url = redact(stores.mlflow_shown).rstrip("/") + "/health"
         try:
             with urllib.request.urlopen(url, timeout=10) as answer:
                 answer.read()
@@ -35,7 +35,8 @@ def store_problems(stores: Stores) -> list[str]:
     try:
         stores.optuna_storage().get_all_studies()
     except Exception as exc:        # any driver error (OperationalError, OSError, ...) means unreachable
-        problems.append(f"cannot open the Optuna storage {stores.optuna_url}: {type(exc).__name__}: {exc}")
+        problems.append(f"cannot open the Optuna storage {redact(stores.optuna_shown)}: {type(exc).__name__}: "
+                        f"{redact(str(exc))}")
     return problems
 
 

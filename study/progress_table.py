@@ -40,7 +40,7 @@ class ProgressCallback(Callback):
             result = trial.last_result or {}
             state = STATE.get(trial.status, trial.status.lower())
             if trial.status == "TERMINATED":
-                state = "completed" if result.get("step", 0) >= self.max_steps else "stopped"
+                state = classify(result, False, self.max_steps)[0]
             rows.append([self._name(trial), state, f"{result.get('step', 0)}/{self.max_steps}",
                          *(f"{result[m]:.4g}" if m in result else "-" for m in self.metrics)])
         elapsed = int(time.monotonic() - self._started)

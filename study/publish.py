@@ -8,7 +8,7 @@ import yaml
 
 from analysis.export import scale_full, to_reference
 from analysis.report import write_report
-from analysis.seed_stats import groups, ranked_for_export
+from analysis.verdict import answer, ranked_for_export
 from analysis.trials import read_record
 
 from .spec import BASE, StudyError, StudySpec
@@ -18,12 +18,12 @@ from .tracking import Tracker
 FORMATS = ("loopstudy", "reference")
 
 
-def report(spec: StudySpec, out: Path | None = None) -> Path:
+def report(spec: StudySpec, out: Path | None = None, record=None) -> Path:
     """Writes report.md and its figures (default: <results>/report/) and logs them as
     artifacts of the study's parent run, under `report/`."""
     stores = Stores.of(spec)
     out = Path(out) if out else stores.root / "report"
-    record = read_record(stores)
+    record = record or read_record(stores)
     write_report(record, spec.space.params, str(stores.study_file), out)
     tracker = Tracker(stores)
     tracker.client.log_artifacts(tracker.parent_id(), str(out), "report")
@@ -33,7 +33,8 @@ def report(spec: StudySpec, out: Path | None = None) -> Path:
 def export(spec: StudySpec, top: int = 1, fmt: str = "loopstudy", scale: str | None = None,
            out: Path | None = None) -> list[Path]:
     """YAML configs of the `top` best completed trials, one file each (ranked by replicate mean
-    where the study ran replicates)."""
+    where the study ran replicates); each file's header says what it was compared on and, when
+    the study's answer names no winner (analysis/verdict.py), why."""
     if fmt not in FORMATS:
         raise StudyError(f"--format must be one of {', '.join(FORMATS)}, got '{fmt}'")
     if scale not in (None, "full"):
@@ -41,28 +42,28 @@ def export(spec: StudySpec, top: int = 1, fmt: str = "loopstudy", scale: str | N
     stores = Stores.of(spec)
     record = read_record(stores)
     ranked = ranked_for_export(record)
-    replicated = {g.number: g for g in groups(record)} if record.replicates else {}
     if not ranked:
         raise StudyError(f"study '{spec.name}' has no completed trial to export")
     out = Path(out) if out else stores.root / "export"
-    out.mkdir(parents=True, exist_ok=True)
     fixed = {name: p.value for name, p in spec.space.params.items() if p.kind == "fixed"}
-    written = []
-    for rank, trial in enumerate(ranked[:top], 1):
+    problems = "".join(f"# no winner named: {p}\n" for p in answer(record).problems)
+    files = {}                   # every file is built (and may be refused) before any is written
+    for rank, (trial, group) in enumerate(ranked[:top], 1):
         sampled = {k: v for k, v in trial.sampled.items() if k != BASE}
         config = scale_full(trial.sampled.get(BASE, spec.bases[0]), {**fixed, **sampled}) if scale else trial.config
-        label = trial.name.split()[0] + ("_full" if scale else "")
+        label = "_".join([trial.name.split()[0], *trial.point.split()]) + ("_full" if scale else "")
         if fmt == "reference":
             text = yaml.safe_dump(to_reference(config, out_dir=f"./results/{spec.name}_{label}"), sort_keys=False)
         else:
             header = (f"# {spec.name} rank {rank}: {trial.name}; "
                       + ", ".join(f"{m}={trial.value(m):.4g}" for m, _ in record.objectives
                                   if trial.value(m) is not None)
-                      + (f"; replicate mean {replicated[trial.number].mean:.4g} over "
-                         f"{len(replicated[trial.number].values)} fresh seeds" if trial.number in replicated else "")
-                      + f"\n# rerun: loopstudy train {out / (label + '.yaml')}\n")
+                      + (f" (search, one seed); replicate mean {group.mean:.4g} over {len(group.values)} fresh "
+                         "seeds" if group else " (search, one seed)")
+                      + f"\n{problems}# rerun: loopstudy train {out / (label + '.yaml')}\n")
             text = header + config.to_yaml()
-        path = out / f"{label}{'_reference' if fmt == 'reference' else ''}.yaml"
+        files[out / f"{label}{'_reference' if fmt == 'reference' else ''}.yaml"] = text
+    out.mkdir(parents=True, exist_ok=True)
+    for path, text in files.items():
         path.write_text(text)
-        written.append(path)
-    return written
+    return list(files)

@@ -28,32 +28,43 @@ from .stores import Stores
 PLAN_FILE = "replicates.yaml"
 
 
-def make_plan(study: optuna.Study, spec) -> list[dict]:
-    """Tune configs of the replicate trials: the `top_k` best completed configs (by the first
-    objective; the seed does not make a config distinct), each with `seeds` fresh seeds."""
-    fixed = {k: p.value for k, p in spec.space.params.items() if p.kind == "fixed"}
+def _best(study: optuna.Study, spec, top_k: int) -> list[tuple[int, dict, dict]]:
+    """(number, sampled values but the seed, resolved config) of the `top_k` best completed
+    distinct configs (by the first objective; the seed does not make a config distinct)."""
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     complete.sort(key=lambda t: t.values[0], reverse=spec.modes[0] == "max")
     chosen, seen = [], set()
     for trial in complete:
         sampled = {k: v for k, v in trial.params.items() if k != SEED}
         key = json.dumps(sampled, sort_keys=True, default=str)
-        if key not in seen and len(chosen) < spec.replicates.top_k:
+        if key not in seen and len(chosen) < top_k:
             seen.add(key)
             chosen.append((trial.number, sampled, trial.user_attrs["config"]))
-    defaults = {base: fixed.get(SEED, config.training.seed) for base, config in spec.base_configs.items()}
-    used = {t.params.get(SEED, defaults[t.params.get(BASE, spec.bases[0])]) + r
-            for t in study.get_trials(deepcopy=False) for r in range(spec.seeds_per_config)}
-    used |= set(defaults.values())
+    return chosen
+
+
+def make_plan(spec, stores: Stores) -> list[dict]:
+    """Tune configs of the replicate trials: each scientific point's best completed config (or,
+    without `scientific`, the `top_k` best), each on the same `seeds` fresh seeds: seeds above
+    every one the search trained, shared by all, so values are compared seed by seed."""
+    fixed = {k: p.value for k, p in spec.space.params.items() if p.kind == "fixed"}
+    top_k = 1 if spec.scientific else spec.replicates.top_k
+    chosen, used = [], {config.training.seed for config in spec.base_configs.values()}
+    for phase in spec.phases:
+        study = stores.optuna_study(phase.study_name(spec.name))
+        chosen += [(phase, *best) for best in _best(study, spec, top_k)]
+        used |= {t.user_attrs["config"]["training"]["seed"] + repeat for t in study.get_trials(deepcopy=False)
+                 if "config" in t.user_attrs for repeat in range(spec.seeds_per_config)}
     seeds = range(max(used) + 1, max(used) + 1 + spec.replicates.seeds)
     plan = []
-    for number, sampled, config in chosen:
+    for phase, number, sampled, config in chosen:
         params = {k: v for k, v in sampled.items() if k != BASE}
         for i, seed in enumerate(seeds):
             replicate = resolved(config, {SEED: seed})
             plan.append({"config": replicate, CONFIG_HASH: config_hash(replicate),
-                         "params": {**fixed, **params, SEED: seed}, "sampled": {**sampled, SEED: seed},
-                         "trial": number, "repeat": i})
+                         "params": {**fixed, **params, SEED: seed},
+                         "sampled": {**phase.point, **sampled, SEED: seed}, "trial": number, "repeat": i,
+                         **({"scientific": phase.label} if phase.label else {})})
     return plan
 
 

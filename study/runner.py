@@ -11,6 +11,7 @@ fewer trials than the budget, means interrupted (resume with `loopstudy resume N
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -23,7 +24,10 @@ from trainables.config import first_difference, from_dict
 
 from . import quiet_environment
 from .cluster import READY, alive_nodes, check_nodes
-from analysis.layout import REPLICATE, RUNNING, STATE, TRIAL, TUNE_ID
+from .design import Phase
+from analysis import verdict
+from analysis.layout import CONFOUNDS, POINTS, REPLICATE, RUNNING, SCIENTIFIC_VALUES, STATE, TRIAL, TUNE_ID
+from analysis.trials import read_record
 
 from .replicate_plan import PlannedTrials, make_plan, read_plan, write_plan
 from .searcher import StudySearch, fail_running
@@ -72,7 +76,15 @@ def _check_base_configs(spec: StudySpec, stores: Stores) -> None:
 
 def _start_ray(stores: Stores) -> int:
     """Join the cluster in RAY_ADDRESS, checking that every node reaches the stores, or start a
-    local Ray on loopback. Returns the CPUs Ray has."""
+    local Ray on loopback. Returns the CPUs Ray has.
+
+    Where a local Ray listens follows its node IP alone: 127.0.0.1 makes every process (GCS,
+    raylet, agents, workers, this driver) bind loopback; any other address makes them bind all
+    interfaces. Ray maps a given 127.0.0.1 back to the routable address unless
+    RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 was set before it was imported (study.LOCAL_RAY_ENV), so
+    that is checked here, before anything listens."""
+    import ipaddress
+
     import ray
 
     if not ray.is_initialized() and os.environ.get("RAY_ADDRESS"):
@@ -82,8 +94,13 @@ def _start_ray(stores: Stores) -> int:
             raise StudyError(f"{stores.name}: a multi-node cluster needs shared stores:\n  " + "\n  ".join(errors))
         print(f"{READY} ({check_nodes(stores)} nodes)", flush=True)
     elif not ray.is_initialized():
+        node_ip = ray.util.get_node_ip_address()
+        if not ipaddress.ip_address(node_ip).is_loopback:
+            raise StudyError(f"{stores.name}: a local Ray would listen on {node_ip}, not only on 127.0.0.1: "
+                             "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER must be 0 before Ray is imported (the "
+                             "loopstudy CLI sets it; in Python call study.quiet_environment() first)")
         ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False,
-                 _node_ip_address="127.0.0.1", log_to_driver=False, logging_level=logging.WARNING)
+                 log_to_driver=False, logging_level=logging.WARNING)
     return int(ray.cluster_resources().get("CPU", 1))
 
 
@@ -98,28 +115,32 @@ def _adapter(spec: StudySpec):
     return function
 
 
-def _tuner(spec: StudySpec, stores: Stores, tracker: Tracker, resume: bool, plan: list[dict] | None = None):
-    """The search's Tuner, or with a `plan` the replicate phase's (no scheduler, no time limit)."""
+def _tuner(spec: StudySpec, stores: Stores, tracker: Tracker, resume: bool, phase: Phase | None,
+           plan: list[dict] | None = None):
+    """A search phase's Tuner (one per scientific point: its own Optuna study, its own ASHA), or
+    with a `plan` the replicate phase's (no scheduler, no time limit)."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     from .progress_table import ProgressCallback
 
-    experiment = stores.experiment if plan is None else stores.replicate_experiment
+    experiment = stores.experiment_of(phase.experiment_name(spec.name)) if plan is None \
+        else stores.replicate_experiment
     trainable = tune.with_resources(_adapter(spec), {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
     param_space = {"run_root": str(experiment), "repeats": spec.seeds_per_config,
-                   "phase": TRIAL if plan is None else REPLICATE}
+                   "phase": TRIAL if plan is None else REPLICATE,
+                   **({"scientific": phase.label} if plan is None and phase.label else {})}
     if resume:
         return tune.Tuner.restore(str(experiment), trainable, resume_errored=True, param_space=param_space)
     scheduler, time_limit = FIFOScheduler(), None
     if plan is not None:
         searcher, total = PlannedTrials(plan, spec.metrics[0], spec.modes[0]), len(plan)
     else:
-        searcher = StudySearch(spec.define_by_run(), metrics=spec.metrics,
-                               modes=spec.modes, storage=stores.optuna_storage(), study_name=spec.name,
+        searcher = StudySearch(spec.define_by_run(phase.point), metrics=spec.metrics, modes=spec.modes,
+                               storage=stores.optuna_storage(), study_name=phase.study_name(spec.name),
                                max_steps=spec.max_steps, seeds_per_config=spec.seeds_per_config,
                                base_seed=spec.config.training.seed, sampler=spec.sampler,
-                               sampler_seed=spec.sampler_seed)
+                               sampler_seed=spec.sampler_seed, point=phase.point)
         total, time_limit = spec.budget.num_samples * spec.seeds_per_config, spec.budget.time_limit_s
         if spec.scheduler:
             scheduler = ASHAScheduler(time_attr="step", metric=spec.metrics[0], mode=spec.modes[0],
@@ -139,16 +160,16 @@ def _tuner(spec: StudySpec, stores: Stores, tracker: Tracker, resume: bool, plan
             failure_config=tune.FailureConfig(max_failures=spec.budget.max_failures)))
 
 
-def _fit(spec: StudySpec, stores: Stores, tracker: Tracker, resume: bool,
+def _fit(spec: StudySpec, stores: Stores, tracker: Tracker, resume: bool, phase: Phase | None,
          plan: list[dict] | None = None) -> tuple[bool, float, float]:
     """Run (or resume) one phase; (finished, wall seconds, the trials' own seconds summed).
 
     A phase is finished when every trial it should run has a closed MLflow run (or the study's
-    time limit ended the search)."""
+    time limit, which applies to each search phase, ended it)."""
     started = time.monotonic()
-    grid = _tuner(spec, stores, tracker, resume, plan).fit()
+    grid = _tuner(spec, stores, tracker, resume, phase, plan).fit()
     wall = time.monotonic() - started
-    runs = tracker.children(TRIAL if plan is None else REPLICATE)
+    runs = tracker.children(TRIAL, phase.label) if plan is None else tracker.children(REPLICATE)
     open_runs = {r.data.tags[TUNE_ID] for r in runs if r.info.status == RUNNING.upper()}
     known = {r.data.tags[TUNE_ID] for r in runs}
     ids = [os.path.basename(r.path) for r in grid]
@@ -156,9 +177,38 @@ def _fit(spec: StudySpec, stores: Stores, tracker: Tracker, resume: bool,
     total = len(plan) if plan is not None else spec.budget.num_samples * spec.seeds_per_config
     time_up = plan is None and spec.budget.time_limit_s is not None and wall >= spec.budget.time_limit_s
     if time_up:
-        fail_running(stores.optuna_storage(), spec.name, "stopped by the study's time limit", TrialState.PRUNED)
+        fail_running(stores.optuna_storage(), phase.study_name(spec.name),
+                     lambda t: f"stopped early by the study's time limit at step "
+                               f"{max(t.intermediate_values, default=0)} of {spec.max_steps}", TrialState.PRUNED)
     finished = time_up or not unfinished and len(ids) >= total
     return finished, wall, sum(r.metrics.get("time_total_s", 0) for r in grid)
+
+
+PHASES_DONE = "phases_done.yaml"    # the search phases (scientific points) that have finished
+
+
+def _search(spec: StudySpec, stores: Stores, tracker: Tracker, result: StudyResult) -> bool:
+    """Each search phase in turn (resumed where it has Ray state, skipped when done); whether
+    all finished."""
+    done_file = stores.root / PHASES_DONE
+    done = yaml.safe_load(done_file.read_text()) if done_file.is_file() else []
+    for phase in spec.phases:
+        if phase.label in done:
+            continue
+        if phase.label:
+            print(f"search: {phase.label} ({spec.budget.num_samples} configs of the nuisance parameters "
+                  f"{', '.join(spec.space.searched) or '(none)'})", flush=True)
+        resume = (stores.experiment_of(phase.experiment_name(spec.name)) / "tuner.pkl").is_file()
+        finished, wall, trials_s = _fit(spec, stores, tracker, resume, phase)
+        result.wall_s, result.trials_s = result.wall_s + wall, result.trials_s + trials_s
+        if not finished:
+            return False
+        study_name = phase.study_name(spec.name)
+        fail_running(stores.optuna_storage(), study_name, "lost: never reported back to the searcher")
+        tracker.reconcile(stores.optuna_study(study_name), phase.label)
+        done.append(phase.label)
+        done_file.write_text(yaml.safe_dump(done))
+    return True
 
 
 def run_study(spec: StudySpec, resume: bool = False) -> StudyResult:
@@ -167,9 +217,10 @@ def run_study(spec: StudySpec, resume: bool = False) -> StudyResult:
     quiet_environment()
     stores = Stores.of(spec)
     _adapter(spec)
-    started_before = (stores.experiment / "tuner.pkl").is_file()
+    started_before = any((stores.experiment_of(p.experiment_name(spec.name)) / "tuner.pkl").is_file()
+                         for p in spec.phases)
     if resume and not started_before:
-        raise StudyError(f"{stores.experiment}: nothing to resume (no Ray experiment state)")
+        raise StudyError(f"{stores.ray}: nothing to resume (no Ray experiment state of study '{spec.name}')")
     if not resume and (started_before or stores.study_file.exists()):
         raise StudyError(f"{stores.root} already holds study '{spec.name}': resume it with "
                          f"`loopstudy resume {stores.root}` (on a cluster, add --address), or delete "
@@ -183,27 +234,31 @@ def run_study(spec: StudySpec, resume: bool = False) -> StudyResult:
     stores.study_file.write_text(spec.to_yaml())
     tracker = Tracker(stores)
     tracker.start_parent(spec)
+    tracker.tag_parent({SCIENTIFIC_VALUES: json.dumps(spec.scientific), CONFOUNDS: json.dumps(spec.confounds),
+                        POINTS: json.dumps([p.label for p in spec.phases if p.label])})
     result = StudyResult(True, concurrency=min(spec.budget.max_concurrent, int(cpus // spec.resources.cpu) or 1))
+    for line in spec.confounds:
+        print(f"confound: {line} (besides the compared values; their comparison is not fair)", flush=True)
     plan = read_plan(stores)
     if plan is None:             # the search has not finished yet
-        result.finished, result.wall_s, result.trials_s = _fit(spec, stores, tracker, resume)
-        if result.finished:
-            fail_running(stores.optuna_storage(), spec.name, "lost: never reported back to the searcher")
-            study = stores.optuna_study()
-            tracker.reconcile(study)
-            if spec.replicates:
-                plan = make_plan(study, spec)
-                write_plan(stores, plan)
+        result.finished = _search(spec, stores, tracker, result)
+        if result.finished and spec.replicates:
+            plan = make_plan(spec, stores)
+            write_plan(stores, plan)
     if result.finished and plan == []:
         print("replicates: no completed trial to replicate", flush=True)
     if result.finished and plan:
-        print(f"replicates: the {spec.replicates.top_k} best configs, {spec.replicates.seeds} fresh "
-              f"seeds each ({len(plan)} trials, no early stopping)", flush=True)
+        what = ("the best learning config of each scientific value" if spec.scientific
+                else f"the {spec.replicates.top_k} best configs")
+        print(f"replicates: {what}, on {spec.replicates.seeds} fresh seeds shared by all "
+              f"({len(plan)} trials, no early stopping)", flush=True)
         resume_phase = (stores.replicate_experiment / "tuner.pkl").is_file()
-        result.finished, wall, trials_s = _fit(spec, stores, tracker, resume_phase, plan)
+        finished, wall, trials_s = _fit(spec, stores, tracker, resume_phase, None, plan)
+        result.finished = finished
         result.wall_s, result.trials_s = result.wall_s + wall, result.trials_s + trials_s
-    for t in stores.optuna_study().get_trials(deepcopy=False):
-        result.states[t.state.name] = result.states.get(t.state.name, 0) + 1
+    for phase in spec.phases:
+        for t in stores.optuna_study(phase.study_name(spec.name)).get_trials(deepcopy=False):
+            result.states[t.state.name] = result.states.get(t.state.name, 0) + 1
     for run in tracker.children(REPLICATE):
         state = run.data.tags.get(STATE, RUNNING)
         result.replicates[state] = result.replicates.get(state, 0) + 1
@@ -211,5 +266,7 @@ def run_study(spec: StudySpec, resume: bool = False) -> StudyResult:
     summary.update({f"replicates_{k}": v for k, v in result.replicates.items()})
     summary.update(wall_s=round(result.wall_s, 1), trials_s=round(result.trials_s, 1),
                    overhead=round(result.overhead, 3))
+    if result.finished:
+        tracker.tag_parent(*verdict.answer(read_record(stores)).parent_tags())
     tracker.end_parent("finished" if result.finished else "interrupted", summary)
     return result

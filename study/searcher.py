@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import pickle
+import warnings
 from statistics import mean
 
 import optuna
@@ -57,7 +58,10 @@ OPTUNA_SEARCH_STUDY, OPTUNA_SEARCH_TRIALS = "_ot_study", "_ot_trials"
 class StudySearch(OptunaSearch):
     def __init__(self, space_fn, *, metrics: list[str], modes: list[str], storage, study_name: str,
                  max_steps: int, seeds_per_config: int = 1, base_seed: int = 0,
-                 sampler: str = "tpe", sampler_seed: int | None = None):
+                 sampler: str = "tpe", sampler_seed: int | None = None, point: dict | None = None):
+        """`point`: the scientific values this search holds fixed (study/design.py); they join
+        each trial's `sampled` values, so names and tables show them."""
+        self._point = dict(point or {})
         single = len(metrics) == 1
         super().__init__(space=space_fn, metric=metrics[0] if single else metrics,
                          mode=modes[0] if single else modes, storage=storage, study_name=study_name,
@@ -66,6 +70,9 @@ class StudySearch(OptunaSearch):
             if not isinstance(getattr(self, name, None), kind):
                 raise RuntimeError(f"ray.tune.search.optuna.OptunaSearch has no {name} ({kind.__name__}) "
                                    "any more: mend the adapter in study/searcher.py")
+        with warnings.catch_warnings():     # experimental in Optuna 5; labels optuna-dashboard's axes
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            self._optuna_study.set_metric_names(list(metrics))
         self._optuna_storage, self._study_name = storage, study_name
         self._metrics = metrics
         self._max_steps = max_steps
@@ -124,7 +131,7 @@ class StudySearch(OptunaSearch):
         self._number[trial_id] = number
         self._ended[number][trial_id] = None
         return {"config": config, CONFIG_HASH: config_hash(config), "params": params,
-                "sampled": sampled, "trial": number, "repeat": repeat}
+                "sampled": {**self._point, **sampled}, "trial": number, "repeat": repeat}
 
     # ------------------------------------------------------------ telling
 
@@ -186,13 +193,14 @@ class StudySearch(OptunaSearch):
                      "lost: asked for after the last state snapshot of a killed driver", keep=live)
 
 
-def fail_running(storage: optuna.storages.BaseStorage, study_name: str, reason: str,
+def fail_running(storage: optuna.storages.BaseStorage, study_name: str, reason,
                  state: TrialState = TrialState.FAIL, keep: set[int] = frozenset()) -> None:
-    """Finish the RUNNING trials of the study (except `keep`) with `state` and `reason`."""
+    """Finish the RUNNING trials of the study (except `keep`) with `state` and `reason` (a text,
+    or a function of the trial giving one)."""
     study = optuna.load_study(study_name=study_name, storage=storage)
     study_id = storage.get_study_id_from_name(study_name)
     for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if frozen.number not in keep:
             trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, frozen.number)
-            storage.set_trial_user_attr(trial_id, REASON, reason)
+            storage.set_trial_user_attr(trial_id, REASON, reason(frozen) if callable(reason) else reason)
             study.tell(frozen.number, state=state)

@@ -7,7 +7,9 @@ Everything is validated here, before Ray starts; every error names the file and 
     base: seed_dilation_cpu               # preset name or config YAML path; a list of them is
                                           # searched as one more categorical ("base")
     overrides: {training.train_steps: 600}
-    space: dilation                       # a shipped space, or an inline mapping
+    scientific: {training.loop_dilation: [1, 2, 3, 4]}   # optional: the values compared (study/design.py)
+    space: dilation                       # a shipped space, or an inline mapping (the nuisance
+                                          # parameters when `scientific` is given)
     objectives: [{metric: eval/err_last, mode: min}]
     budget: {num_samples: 8, max_concurrent: 2, time_limit_s: 600, max_failures: 1}
     scheduler: {grace_period: 100, reduction_factor: 2}   # ASHA on `step`; null = none
@@ -23,6 +25,7 @@ Everything is validated here, before Ray starts; every error names the file and 
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -33,6 +36,9 @@ import search_spaces
 from trainables.config import Config, ConfigError, apply_overrides, from_dict, load_config
 from trainables.schema import build
 
+from analysis.confounds import confounds
+
+from . import design
 from .stores import Storage
 
 SAMPLERS = ("tpe", "random", "brute_force")    # study.searcher maps each to its Optuna sampler
@@ -103,6 +109,7 @@ class StudyFile:
     sampler: Literal["tpe", "random", "brute_force"] = "tpe"
     sampler_seed: int | None = None
     storage: Storage = field(default_factory=Storage)
+    scientific: dict | None = None
 
 
 @dataclass
@@ -125,6 +132,13 @@ class StudySpec:
     sampler_seed: int | None = None
     storage: Storage = field(default_factory=Storage)
     source: dict = field(default_factory=dict)     # the file's mapping, as written
+    scientific: dict = field(default_factory=dict)  # dotted field -> the values compared
+    compared: dict[str, Config] = field(default_factory=dict)   # label -> config (study/design.py)
+    confounds: list[str] = field(default_factory=list)          # what else differs between them
+
+    @property
+    def phases(self) -> list[design.Phase]:
+        return design.phases(self.scientific)
 
     @property
     def bases(self) -> list[str]:
@@ -140,11 +154,13 @@ class StudySpec:
         """A trial's last `step`: its training steps, and then its probe steps for `probe`."""
         return max_steps(self.trainable, self.config)
 
-    def define_by_run(self):
-        """The searcher's define-by-run function over the space: draws a trial and returns
-        {"params": the space's dotted values (and "base" when the study draws one of several),
-        "config": the trial's resolved config mapping}. The base is drawn first."""
-        samplers = {base: self.space.sampler(base, self.overrides) for base in self.bases}
+    def define_by_run(self, point: dict | None = None):
+        """The searcher's define-by-run function over the space, for one scientific `point`
+        (fixed like an override): draws a trial and returns {"params": the space's dotted values
+        (and "base" when the study draws one of several), "config": the trial's resolved config
+        mapping}. The base is drawn first."""
+        overrides = {**self.overrides, **(point or {})}
+        samplers = {base: self.space.sampler(base, overrides) for base in self.bases}
 
         def define_by_run(trial) -> dict:
             base = trial.suggest_categorical(BASE, self.bases) if len(self.bases) > 1 else self.bases[0]
@@ -216,6 +232,20 @@ def parse_study(data, where: str = "<study>") -> StudySpec:
             space.check(base, overrides)
     except search_spaces.SpaceError as exc:
         raise StudyError(f"{where}: 'space': {exc}") from None
+    scientific = file.scientific or {}
+    _check(where, not set(scientific) & set(space.params),
+           f"'scientific' and 'space' both hold {sorted(set(scientific) & set(space.params))}: a parameter "
+           "is either compared (scientific) or tuned (space)")
+    _check(where, not scientific or len(bases) == 1, "'scientific' needs a single 'base'")
+    try:
+        compared = design.compared_configs(scientific, space, bases[0], overrides)
+        for point in design.phases(scientific) if scientific else []:
+            space.check(bases[0], {**overrides, **point.point})
+    except (ConfigError, search_spaces.SpaceError) as exc:
+        raise StudyError(f"{where}: {exc}") from None
+    _check(where, len({max_steps(trainable, c) for c in compared.values()} | {steps}) == 1,
+           "'scientific': the compared values run different step counts; fix training.train_steps "
+           "in 'overrides'")
 
     _check(where, len(file.objectives) > 0, "'objectives' must be a non-empty list of {metric, mode}")
     for i, o in enumerate(file.objectives):
@@ -234,6 +264,10 @@ def parse_study(data, where: str = "<study>") -> StudySpec:
         _check(where, 1 <= scheduler.grace_period < steps,
                f"'scheduler.grace_period' must be in [1, {what}={steps}), got {scheduler.grace_period}")
         _check(where, scheduler.reduction_factor >= 2, "'scheduler.reduction_factor' must be >= 2")
+        _check(where, "training.eval_every" not in space.params,
+               "'scheduler' needs one training.eval_every for every trial (it is searched in 'space')")
+        problem = design.grace_period_problem(scheduler.grace_period, {**configs, **compared})
+        _check(where, problem is None, f"'scheduler.grace_period' ({scheduler.grace_period}) {problem}")
 
     resources = file.resources
     _check(where, resources.cpu > 0 and resources.gpu >= 0, "'resources' needs cpu > 0 and gpu >= 0")
@@ -249,6 +283,11 @@ def parse_study(data, where: str = "<study>") -> StudySpec:
     if replicates is not None:
         _check(where, replicates.top_k >= 1, "'replicates.top_k' must be >= 1")
         _check(where, replicates.seeds >= 2, "'replicates.seeds' must be >= 2 (an interval needs two seeds)")
+        _check(where, not scientific or "top_k" not in data["replicates"] or replicates.top_k == 1,
+               "'replicates.top_k': with 'scientific', each value's best nuisance config is replicated "
+               "(top_k 1); drop top_k")
+    _check(where, file.sampler_seed is None or 0 <= file.sampler_seed < 2**32,
+           f"'sampler_seed' must be in [0, 2**32), got {file.sampler_seed}")
     storage = file.storage
     errors = storage.errors()
     _check(where, not errors, "; ".join(errors))
@@ -258,16 +297,19 @@ def parse_study(data, where: str = "<study>") -> StudySpec:
                      base_configs=configs, trainable=trainable, overrides=dict(overrides),
                      scheduler=scheduler, resources=resources, seeds_per_config=seeds,
                      replicates=replicates, results_dir=results_dir, sampler=file.sampler,
-                     sampler_seed=file.sampler_seed, storage=storage, source=dict(data))
+                     sampler_seed=file.sampler_seed, storage=storage, source=dict(data),
+                     scientific=scientific, compared=compared, confounds=confounds(compared))
 
 
 def _read(path: Path) -> dict:
+    from trainables.schema import read_yaml
+
     if not path.is_file():
         raise StudyError(f"{path}: no such study file")
     try:
-        return yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise StudyError(f"{path}: not valid YAML: {exc}") from None
+        return read_yaml(path)
+    except ConfigError as exc:          # not UTF-8, not YAML: the message starts with the path
+        raise StudyError(str(exc)) from None
 
 
 def read_study_file(path: str | Path) -> StudySpec:
@@ -283,13 +325,30 @@ def read_study_file(path: str | Path) -> StudySpec:
 
 
 def find_study(name_or_dir: str | Path, results_root: str | Path = "results") -> StudySpec:
-    """The study kept in a results folder: NAME (under results_root) or the folder's path."""
+    """The study kept in a results folder: NAME (under results_root) or the folder's path; its
+    embedded SQLite stores are checked (read only) before any library opens them."""
+    from trainables.schema import did_you_mean
+
+    from .stores import Stores, check_sqlite_store
+
     folder = Path(name_or_dir)
     if not (folder / STUDY_FILE).is_file():
         folder = Path(results_root) / str(name_or_dir)
+    plain_name = Path(str(name_or_dir)).name == str(name_or_dir)
+    stamped = sorted(Path(results_root).glob(f"{name_or_dir}-*/{STUDY_FILE}"), key=lambda p: p.parent.name) \
+        if plain_name else []
+    if not (folder / STUDY_FILE).is_file() and stamped:
+        folder = stamped[-1].parent       # `make demo` writes NAME-<time>: NAME means the newest
+        print(f"study '{name_or_dir}': the newest of {len(stamped)} folders, {folder}", file=sys.stderr)
     if not (folder / STUDY_FILE).is_file():
-        raise StudyError(f"no study '{name_or_dir}': {folder / STUDY_FILE} does not exist "
-                         "(run it first with `loopstudy run STUDY.yaml`)")
+        found = sorted(p.parent.name for p in Path(results_root).glob(f"*/{STUDY_FILE}"))
+        hint = did_you_mean(name_or_dir, found)
+        raise StudyError(f"no study '{name_or_dir}': {folder / STUDY_FILE} does not exist{hint} (studies "
+                         f"in {results_root}: {', '.join(found) or 'none'}); run it first with `loopstudy run "
+                         "STUDY.yaml`, or give --results-root")
     spec = read_study_file(folder / STUDY_FILE)
     spec.results_dir = folder.resolve()
+    stores = Stores.of(spec)
+    check_sqlite_store(stores.optuna_url, "studies", "Optuna")
+    check_sqlite_store(stores.mlflow_uri, "experiments", "MLflow")
     return spec

@@ -3,53 +3,66 @@ run (the name people browse, the steps it trained), then one row per replicate r
 stores only; Ray need not run."""
 from __future__ import annotations
 
-import json
+import sys
+from pathlib import Path
 
 import optuna
 
-from analysis import seed_stats
-from analysis.layout import (NUMBER, REASON, REPLICATE, RUNNING, SAMPLED, STATE, STEPS, TUNE_ID, fmt,
-                             params_text, table)
-from analysis.trials import read_record
+from analysis import verdict
+from analysis.layout import NUMBER, REASON, RUNNING, TUNE_ID, fmt, params_text, table
+from analysis.trials import StudyRecord, Trial, read_record
 
+from .design import Phase
 from .outcome import FROM_OPTUNA
 from .spec import StudySpec
 from .stores import Stores
-from .tracking import Tracker
 
 HEADER = ["trial", "state", "params", "objective", "steps", "reason"]
 
 
-def status_rows(spec: StudySpec) -> list[list[str]]:
+def status_rows(spec: StudySpec, record: StudyRecord | None = None) -> list[list[str]]:
+    """Each search phase's Optuna trials (one phase per scientific point) joined with their
+    runs, then the replicates: one read of MLflow (`record`, read here when not given) and one
+    Optuna storage."""
     stores = Stores.of(spec)
-    try:
-        study = stores.optuna_study()
-    except KeyError:
-        return []               # the study never asked for a trial
-    runs: dict[int, list] = {}
-    for run in Tracker(stores).children():
-        runs.setdefault(int(run.data.tags[NUMBER]), []).append(run)
+    record = record or _record(stores)
+    runs: dict[tuple[str, int], list[Trial]] = {}
+    for run in record.trials if record else []:
+        runs.setdefault((run.point, run.number), []).append(run)
+    storage = stores.optuna_storage()
     rows = []
-    for trial in study.get_trials(deepcopy=False):
-        state = FROM_OPTUNA.get(trial.state, RUNNING)
-        params = params_text(trial.params)
-        objective = ", ".join(fmt(v) for v in trial.values) if trial.values else "-"
-        reason = trial.user_attrs.get(REASON, "")
-        for run in sorted(runs.get(trial.number, []), key=lambda r: r.info.run_name) or [None]:
-            name = run.info.run_name if run else f"t{trial.number:03d} (no run)"
-            steps = run.data.tags.get(STEPS, "0") if run else "-"
-            rows.append([name, state, params, objective, steps, reason])
+    for phase in spec.phases:
+        try:
+            study = optuna.load_study(study_name=phase.study_name(spec.name), storage=storage)
+        except KeyError:
+            continue            # this phase never asked for a trial
+        for trial in study.get_trials(deepcopy=False):
+            state = FROM_OPTUNA.get(trial.state, RUNNING)
+            params = params_text({**phase.point, **trial.params})
+            objective = ", ".join(fmt(v) for v in trial.values) if trial.values else "-"
+            reason = trial.user_attrs.get(REASON, "")
+            found = sorted(runs.get((phase.label, trial.number), []), key=lambda r: r.name)
+            for run in found or [None]:
+                name = run.name if run else f"t{trial.number:03d} {phase.label} (no run)".rstrip()
+                rows.append([name, state, params, objective, str(run.steps) if run else "-", reason])
     metric = spec.metrics[0]
-    for run in sorted(Tracker(stores).children(REPLICATE), key=lambda r: r.info.run_name):
-        tags, value = run.data.tags, run.data.metrics.get(metric)
-        rows.append([run.info.run_name, f"replicate {tags.get(STATE, RUNNING)}",
-                     params_text(json.loads(tags.get(SAMPLED, "{}"))),
-                     fmt(value) if value is not None else "-", tags.get(STEPS, "0"), tags.get(REASON, "")])
+    for run in sorted(record.replicates if record else [], key=lambda r: r.name):
+        value = run.value(metric)
+        rows.append([run.name, f"replicate {run.state}", params_text(run.sampled),
+                     fmt(value) if value is not None else "-", str(run.steps), run.reason])
     return rows
 
 
-def format_status(spec: StudySpec) -> str:
-    rows = status_rows(spec)
+def _record(stores: Stores) -> StudyRecord | None:
+    """The study read back from MLflow; None before its parent run exists."""
+    try:
+        return read_record(stores)
+    except FileNotFoundError:
+        return None
+
+
+def format_status(spec: StudySpec, record: StudyRecord | None = None) -> str:
+    rows = status_rows(spec, record)
     if not rows:
         return f"study '{spec.name}': no trials yet"
     counts: dict[str, int] = {}
@@ -59,39 +72,44 @@ def format_status(spec: StudySpec) -> str:
     return head + "\n" + table(rows, HEADER)
 
 
-def best_summary(spec: StudySpec) -> str:
-    """The best trial (or the Pareto set), its config file, and how to browse the study."""
+def best_summary(spec: StudySpec, record=None) -> str:
+    """The study's answer (analysis/verdict.py: the search best on its one seed, each compared
+    value over its seeds, the comparisons, and the guards that forbid naming a winner), or the
+    Pareto set of a multi-objective study; then how to browse the study."""
     stores = Stores.of(spec)
-    study = stores.optuna_study()
-    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    if not complete:
-        return "no trial completed"
-    best = study.best_trials if len(study.directions) > 1 else [study.best_trial]
-    names = {int(r.data.tags[NUMBER]): r for r in Tracker(stores).children()}
-    lines = ["Pareto set:" if len(best) > 1 else "best trial:"]
-    for trial in best:
-        run = names.get(trial.number)
-        name = run.info.run_name if run else f"t{trial.number:03d}"
-        values = ", ".join(f"{o.metric}={fmt(v)}" for o, v in zip(spec.objectives, trial.values))
-        config = stores.experiment / run.data.tags[TUNE_ID] / "config.yaml" if run else "-"
-        lines.append(f"  {name}: {values}\n    config: {config}")
-    lines += _replicate_lines(stores)
-    lines.append(f"browse it: loopstudy ui {spec.results_dir}   (Optuna: add --optuna)")
+    record = record or read_record(stores)
+    if len(spec.objectives) > 1:
+        lines = _pareto_lines(spec, stores)
+    else:
+        lines = verdict.answer(record).lines()
+        best = record.ranked()[0] if record.ranked() else None
+        if best:
+            phase = Phase(best.point, {})
+            run_dir = stores.experiment_of(phase.experiment_name(spec.name)) / best.tags[TUNE_ID]
+            lines.insert(1, f"    config: {run_dir / 'config.yaml'}")
+    lines.append(f"browse it: {loopstudy_command()} ui {spec.results_dir}   (Optuna: add --optuna)")
     return "\n".join(lines)
 
 
-def _replicate_lines(stores: Stores) -> list[str]:
-    """Each replicated config's mean and 90% interval over its fresh seeds, and the verdict."""
-    record = read_record(stores)
-    if not record.replicates:
-        return []
-    lines = ["replicates (fresh seeds, mean [90% interval]):"]
-    for group in seed_stats.groups(record):
-        lo, hi = seed_stats.interval(group.values)
-        lines.append(f"  {group.key}: {fmt(group.mean)} [{fmt(lo)}, {fmt(hi)}] over {len(group.values)} seeds")
-    verdict = seed_stats.compare_best(record)
-    if verdict:
-        verb = "distinguishable" if verdict["distinguishable"] else "not distinguishable"
-        lines.append(f"  best vs runner-up: {verb} (difference {fmt(verdict['difference'])}, 90% interval "
-                     f"[{fmt(verdict['interval'][0])}, {fmt(verdict['interval'][1])}])")
+def loopstudy_command() -> str:
+    """How to call loopstudy from a new shell: this checkout's .venv/bin/loopstudy when that is
+    what runs (make demo, make test), else `loopstudy` (installed on PATH)."""
+    venv = Path.cwd() / ".venv"
+    if Path(sys.prefix).resolve() == venv.resolve() and (venv / "bin" / "loopstudy").exists():
+        return ".venv/bin/loopstudy"
+    return "loopstudy"
+
+
+def _pareto_lines(spec: StudySpec, stores: Stores) -> list[str]:
+    study = stores.optuna_study()
+    if not [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]:
+        return ["no trial completed"]
+    from .tracking import Tracker       # Ray Tune comes with it: not for `status`
+
+    names = {int(r.data.tags[NUMBER]): r for r in Tracker(stores).children()}
+    lines = ["Pareto set (search, one seed each):"]
+    for trial in study.best_trials:
+        run = names.get(trial.number)
+        values = ", ".join(f"{o.metric}={fmt(v)}" for o, v in zip(spec.objectives, trial.values))
+        lines.append(f"  {run.info.run_name if run else f't{trial.number:03d}'}: {values}")
     return lines

@@ -11,20 +11,74 @@ Embedded (no `storage` section): one folder holds everything.
 Cluster (a `storage` section, or `loopstudy submit` flags): each store is named separately.
 
     storage_path: /shared/loopstudy       Ray storage; the experiment is <storage_path>/<name>/
-    optuna: journal:///shared/loopstudy/optuna.log    or postgresql://user:pw@host/db
+    optuna: journal:///shared/loopstudy/optuna.log    or postgresql://optuna@host/db
     mlflow: http://mlflow-host:5001       a tracking server (`loopstudy server`)
+
+No password is ever written into a URI of ours: one in the study file or a flag would be kept in
+study.yaml (and the study's MLflow parent run) and shown by whatever prints the URI. It comes
+from the environment: the tools' own (PGPASSWORD or ~/.pgpass for PostgreSQL,
+MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD for an MLflow server), or a reference in the
+password's place, `postgresql://optuna:${OPTUNA_DB_PASSWORD}@host/db`, expanded only when a store
+is opened (`Stores.optuna_url`, `Stores.mlflow_uri`; print `optuna_shown`, `mlflow_shown`).
+`redact` shows any URI without its password.
 """
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import quote, urlparse
 
 import optuna
+
+from trainables.config import ConfigError
 
 JOURNAL = "journal://"
 DATABASES = ("postgresql", "mysql")        # with an optional +driver: postgresql+psycopg2://...
 SERVERS = ("http", "https")
+# where a URI carries a password (group 1): scheme://user:PASSWORD@host, or ...?password=PASSWORD
+PASSWORDS = (re.compile(r"(?<=://)[^/@:]*:([^/@]*)@"), re.compile(r"[?&]password=([^&#]*)", re.IGNORECASE))
+REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")     # ${VARIABLE}
+
+
+def _replace_passwords(uri: str, replace) -> str:
+    """`uri` with each non-empty password `p` replaced by `replace(p)`."""
+    def one(match: re.Match) -> str:
+        if not match.group(1):
+            return match.group(0)
+        start, end = match.start(1) - match.start(0), match.end(1) - match.start(0)
+        return match.group(0)[:start] + replace(match.group(1)) + match.group(0)[end:]
+
+    for pattern in PASSWORDS:
+        uri = pattern.sub(one, uri)
+    return uri
+
+
+def redact(uri: str) -> str:
+    """`uri` as it may be shown: a password written out becomes ***; a ${VARIABLE} stays."""
+    return _replace_passwords(uri, lambda p: p if REFERENCE.fullmatch(p) else "***")
+
+
+def has_password(uri: str) -> bool:
+    """Whether `uri` holds a password written out (not a ${VARIABLE} reference)."""
+    return redact(uri) != uri
+
+
+def expanded(uri: str, where: str) -> str:
+    """`uri` with its ${VARIABLE} password taken from the environment (percent-encoded); the
+    error names the variable and the field (`where`)."""
+    def value(password: str) -> str:
+        reference = REFERENCE.fullmatch(password)
+        if reference is None:
+            return password
+        if reference.group(1) not in os.environ:
+            raise ConfigError(f"'{where}' {redact(uri)} takes its password from ${reference.group(1)}, which is "
+                              "not set here: export it (on a cluster also in the environment of every "
+                              "Ray node)")
+        return quote(os.environ[reference.group(1)], safe="")
+
+    return _replace_passwords(uri, value)
 
 
 @dataclass(frozen=True)
@@ -60,10 +114,18 @@ class Storage:
                                  f"(journal:///path/optuna.log), got {self.optuna!r}")
             elif scheme not in DATABASES + ("sqlite",):
                 found.append(f"'storage.optuna' must be journal:///PATH, postgresql://..., mysql://... "
-                             f"or sqlite:///PATH, got {self.optuna!r}")
+                             f"or sqlite:///PATH, got {redact(self.optuna)!r}")
         if self.mlflow is not None and urlparse(self.mlflow).scheme not in SERVERS + ("sqlite",):
             found.append(f"'storage.mlflow' must be a tracking server http(s)://HOST:PORT or "
-                         f"sqlite:///PATH, got {self.mlflow!r}")
+                         f"sqlite:///PATH, got {redact(self.mlflow)!r}")
+        for name, tools in (("optuna", "PGPASSWORD or ~/.pgpass for PostgreSQL"),
+                            ("mlflow", "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD")):
+            uri = getattr(self, name)
+            if uri is not None and has_password(uri):
+                reference = _replace_passwords(uri, lambda p: f"${{LOOPSTUDY_{name.upper()}_PASSWORD}}")
+                found.append(f"'storage.{name}' holds a password ({redact(uri)}), which would be kept in "
+                             f"study.yaml and MLflow: take it from the environment, as {tools}, or as "
+                             f"'{reference}' (single-quoted in a shell)")
         return found
 
     def cluster_errors(self) -> list[str]:
@@ -104,18 +166,35 @@ class Stores:
         """Ray's experiment folder; trial folders inside are named by Tune trial id."""
         return self.ray / self.name
 
+    def experiment_of(self, name: str) -> Path:
+        """Ray's folder of the experiment `name` (a scientific phase's: see study/design.py)."""
+        return self.ray / name
+
     @property
     def replicate_experiment(self) -> Path:
         """Ray's experiment folder of the replicate phase (study/replicates.py)."""
         return self.ray / f"{self.name}-replicates"
 
     @property
-    def optuna_url(self) -> str:
+    def optuna_shown(self) -> str:
+        """The Optuna storage URL as the study gives it (a password only as its ${VARIABLE}):
+        the one to print."""
         return self.storage.optuna or f"sqlite:///{self.root / 'optuna.db'}"
 
     @property
-    def mlflow_uri(self) -> str:
+    def optuna_url(self) -> str:
+        """The Optuna storage URL to open, password included: never print it."""
+        return expanded(self.optuna_shown, "storage.optuna")
+
+    @property
+    def mlflow_shown(self) -> str:
+        """The MLflow tracking URI as the study gives it: the one to print."""
         return self.storage.mlflow or f"sqlite:///{self.root / 'mlflow.db'}"
+
+    @property
+    def mlflow_uri(self) -> str:
+        """The MLflow tracking URI to open, password included: never print it."""
+        return expanded(self.mlflow_shown, "storage.mlflow")
 
     @property
     def artifacts(self) -> Path:
@@ -131,10 +210,47 @@ class Stores:
         if self.optuna_url.startswith(JOURNAL):
             from optuna.storages.journal import JournalFileBackend
 
+            from trainables.schema import ConfigError
+
             path = Path(self.optuna_url[len(JOURNAL):])
             path.parent.mkdir(parents=True, exist_ok=True)
-            return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+            try:
+                return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+            except (ValueError, KeyError) as exc:     # a line that is no JSON, or no Optuna operation
+                raise ConfigError(f"{path}: not an Optuna journal ({type(exc).__name__}: {exc}); "
+                                  "it was left as it is") from None
+        check_sqlite_store(self.optuna_url, "studies", "Optuna")
         return optuna.storages.RDBStorage(self.optuna_url)
 
-    def optuna_study(self) -> optuna.Study:
-        return optuna.load_study(study_name=self.name, storage=self.optuna_storage())
+    def optuna_study(self, study_name: str | None = None) -> optuna.Study:
+        """The study's Optuna study (or another in the same storage: a scientific phase's)."""
+        return optuna.load_study(study_name=study_name or self.name, storage=self.optuna_storage())
+
+
+def check_sqlite_store(url: str, table: str, owner: str) -> None:
+    """Refuse an existing SQLite file at `url` that is damaged or not `owner`'s store (it has no
+    `table`), reading it only: Optuna and MLflow would fail on it with a traceback, or write
+    their own tables into another store's file. Other URLs, and files not there yet, pass."""
+    import contextlib
+    import sqlite3
+
+    from trainables.schema import ConfigError
+
+    path = Path(url[len("sqlite:///"):]) if url.startswith("sqlite:///") else None
+    if path is None or not path.is_file() or path.stat().st_size == 0:
+        return
+
+    def refused(what: str) -> ConfigError:
+        return ConfigError(f"{path}: not {owner}'s store: {what}; it was left as it is (move it away, "
+                           "or point the study at the right file)")
+
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            check = db.execute("PRAGMA quick_check").fetchone()[0]
+    except sqlite3.DatabaseError as exc:     # "file is not a database", "database disk image is malformed"
+        raise refused(f"a damaged or foreign file ({exc})") from None
+    if check != "ok":
+        raise refused(f"a damaged SQLite database ({check})")
+    if table not in tables:
+        raise refused(f"a SQLite database without {owner}'s tables")

@@ -1,8 +1,10 @@
 """Our MLflow layout, written from the driver only.
 
 One experiment per study; a parent run for the study (spec, space, versions, git commit); a
-child run per Tune trial, named for a human (`t007 s=2 T=15 b=60 D=64`), with the resolved
-config as params, the curves at the training step, the node it ran on (`node_id`, `node_ip`;
+child run per Tune trial, named for a human (`t007 s=2 T=15 b=60 D=64`), with the config fields
+its trainable and task read as params (the whole config is its config.yaml), the curves at the
+training step, the science curves at its end (`curve/...`, stepped by k or by iteration), the
+loop count it trained at its last step (`b_trained`), the node it ran on (`node_id`, `node_ip`;
 `nodes` lists every node of a trial retried elsewhere), a `state` tag (completed, pruned, failed,
 with `state_reason`), and config.yaml, eval.png, summary.json (and a probe trial's
 probe/probe.png, probe/summary.json) as artifacts. Every write is one batched
@@ -16,6 +18,7 @@ import platform
 import subprocess
 import time
 from dataclasses import asdict
+from functools import cached_property
 from importlib import metadata
 from pathlib import Path
 
@@ -24,12 +27,15 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from ray.tune import Callback
 
-from analysis.layout import (CONFIG_HASH, FAILED, NUMBER, PARENT, REASON, REPEAT, REPLICATE, ROLE,
-                             RUNNING, SAMPLED, STATE, STEPS, TRIAL, TUNE_ID, VERSIONED, fmt, short_label)
-from trainables.config import Config, from_dict
+from analysis.layout import (B_TRAINED, CONFIG_HASH, FAILED, NUMBER, PARENT, POINT, REASON, REPEAT,
+                             REPLICATE, ROLE, RUNNING, SAMPLED, STATE, STEPS, TRIAL, TUNE_ID, VERSIONED, fmt,
+                             short_label)
+from trainables.config import Config, Schedule, from_dict
 from trainables.probing import PROBE_FOLDER
 
 from .outcome import FROM_OPTUNA, MLFLOW_STATUS, classify
+
+SEARCH_BEST = "search_best"     # tag of the best search trial (of each scientific point): one seed
 from .stores import Stores
 
 
@@ -40,10 +46,13 @@ def trial_config(tune_config: dict) -> Config:
 
 def trial_name(tune_config: dict) -> str:
     """`t007 s=2 T=15 b=60 D=64` (looped) or `t007 L=12 D=256`, plus other sampled values;
-    `t007r1 ...` for the second seed of a config, `t007.rep1 ... seed=12` for a replicate."""
+    `t007r1 ...` for the second seed of a config, `t007.rep1 ... seed=12` for a replicate. b is
+    the loop count the curriculum trains: `b=8..12` when it still grows within training."""
     config, sampled, number = trial_config(tune_config), tune_config["sampled"], tune_config["trial"]
     m, tr = config.model, config.training
-    shown = {"s": tr.loop_dilation, "T": tr.n_loop_window, "b": config.loop_budget} \
+    first, last = config.loops_trained()
+    trained = f"{first}..{last}" if first != last else last     # the b actually trained, not the end
+    shown = {"s": tr.loop_dilation, "T": tr.n_loop_window, "b": trained} \
         if m.family == "looped" else {"L": m.n_layer}
     shown["D"] = m.n_embd
     for key, value in sampled.items():
@@ -54,6 +63,61 @@ def trial_name(tune_config: dict) -> str:
     elif tune_config["repeats"] > 1:
         label += f"r{tune_config['repeat']}"
     return " ".join([label] + [f"{k}={fmt(v, 3)}" for k, v in shown.items()])
+
+
+# ------------------------------------------------------------ what a trial's run holds
+
+# task fields read by one task only (trainables/tasks.py); the probe and synthetic sections are
+# read by the trainable of that name only
+TASK_FIELD_READER = {"task.sparsity": "sparse_linear_regression", "task.noise_std": "noisy_linear_regression",
+                     "task.hidden": "relu_2nn_regression", "task.depth": "decision_tree"}
+TRAINABLE_SECTIONS = ("probe", "synthetic")
+CURVES = "curve/"            # metric namespace of the science curves, stepped by k or by iteration
+
+
+def logged_params(config: Config, trainable: str) -> dict[str, object]:
+    """The config fields a trial's run logs as params: those its trainable and task read, and
+    any other not at its default (so that the params still rebuild the exact config; the whole
+    config is the run's config.yaml)."""
+    defaults = Config().flat()
+
+    def read(key: str) -> bool:
+        section = key.split(".", 1)[0]
+        if section in TRAINABLE_SECTIONS:
+            return trainable == section
+        return TASK_FIELD_READER.get(key, config.task.name) == config.task.name
+
+    return {k: v for k, v in config.flat().items() if read(k) or v != defaults.get(k)}
+
+
+def loops_trained(params: dict[str, str], steps: int) -> int | None:
+    """b at a looped run's last training step (of `steps`), from its params; None otherwise."""
+    if params.get("model.family") != "looped" or steps < 1:
+        return None
+    loops = Schedule(*(int(params[f"curriculum.loops.{k}"]) for k in ("start", "end", "inc", "interval")))
+    return loops.value(min(steps, int(params["training.train_steps"])) - 1)
+
+
+def science_curves(run_dir: Path) -> list[Metric]:
+    """A finished trial's curves from its summary.json files, as metrics MLflow can overlay
+    across runs: error vs in-context examples (step = k, the examples before the query), for a
+    looped model last-point error vs loop iteration (step = iteration) and the error curve at
+    each extra eval.iteration_counts value, for a probe trial probe error vs state."""
+    now = int(time.time() * 1000)
+    curves: dict[str, list] = {}
+    if (run_dir / "summary.json").is_file():
+        evaluation = json.loads((run_dir / "summary.json").read_text()).get("eval") or {}
+        curves[CURVES + "err_vs_k"] = evaluation.get("curve", [])
+        curves[CURVES + "err_vs_iteration"] = [None] + evaluation.get("last_point_vs_iteration", [])
+        for count, curve in (evaluation.get("curves_at_iterations") or {}).items():
+            if curve != evaluation.get("curve"):
+                curves[f"{CURVES}err_vs_k_at_{count}_iterations"] = curve
+    if (run_dir / PROBE_FOLDER / "summary.json").is_file():
+        probe = json.loads((run_dir / PROBE_FOLDER / "summary.json").read_text())
+        curves[CURVES + "probe_err_vs_state"] = probe.get("err") or []
+        curves[CURVES + "probe_control_err_vs_state"] = probe.get("control_err") or []
+    return [Metric(key, float(value), now, step) for key, values in curves.items()
+            for step, value in enumerate(values) if value is not None]
 
 
 def _git(*args: str) -> str:
@@ -105,9 +169,10 @@ class Tracker:
         where = " and ".join(f"tags.{k} = '{v}'" for k, v in tags.items())
         return list(self.client.search_runs([self.experiment_id], where, max_results=10_000))
 
-    def children(self, role: str = TRIAL) -> list:
-        """The runs of the search's trials (or of the replicates, role=REPLICATE)."""
-        return self._find(**{ROLE: role})
+    def children(self, role: str = TRIAL, point: str = "") -> list:
+        """The runs of the search's trials (or of the replicates, role=REPLICATE); with `point`,
+        only those of that scientific point ("s=1")."""
+        return self._find(**{ROLE: role, **({POINT: point} if point else {})})
 
     # ------------------------------------------------------------ the study's parent run
 
@@ -134,7 +199,9 @@ class Tracker:
         params = {"trainable": spec.trainable, "base": ",".join(spec.bases), "space": spec.space.name,
                   "searched": ",".join(spec.space.searched), "seeds_per_config": spec.seeds_per_config,
                   "objectives": ",".join(f"{o.metric}:{o.mode}" for o in spec.objectives),
-                  **{f"override.{k}": v for k, v in spec.overrides.items()}}
+                  **{f"override.{k}": v for k, v in spec.overrides.items()},
+                  # as the study gives them: a password only ever as its ${VARIABLE} (study.stores)
+                  **{f"storage.{k}": v for k, v in spec.storage.given().items()}}
         for section in ("budget", "scheduler", "resources"):
             value = getattr(spec, section)
             params.update({f"{section}.{k}": v for k, v in (asdict(value) if value else {}).items()})
@@ -144,6 +211,12 @@ class Tracker:
         self.client.log_text(run_id, json.dumps({k: asdict(p) for k, p in spec.space.params.items()},
                                                 indent=1, default=str), "space.json")
         return run_id
+
+    def tag_parent(self, tags: dict[str, str], metrics: dict[str, float] | None = None) -> None:
+        """Tags (and metrics) on the study's parent run, in one request."""
+        now = int(time.time() * 1000)
+        self.client.log_batch(self.parent_id(), tags=[RunTag(k, str(v)) for k, v in tags.items()],
+                              metrics=[Metric(k, float(v), now, 0) for k, v in (metrics or {}).items()])
 
     def end_parent(self, state: str, summary: dict) -> None:
         run_id = self.parent_id()
@@ -174,10 +247,11 @@ class Tracker:
         tags = {"mlflow.parentRunId": self.parent_id(), ROLE: tune_config.get("phase", TRIAL),
                 TUNE_ID: tune_id, NUMBER: str(tune_config["trial"]), REPEAT: str(tune_config["repeat"]),
                 STATE: RUNNING, STEPS: "0", SAMPLED: json.dumps(tune_config["sampled"]),
+                **({POINT: tune_config["scientific"]} if tune_config.get("scientific") else {}),
                 CONFIG_HASH: tune_config[CONFIG_HASH]}
         run_id = self.client.create_run(self.experiment_id, run_name=trial_name(tune_config),
                                         tags=tags).info.run_id
-        params = [Param(k, str(v)) for k, v in config.flat().items()]
+        params = [Param(k, str(v)) for k, v in logged_params(config, self.trainable).items()]
         for chunk in _batched(params):
             self.client.log_batch(run_id, params=chunk)
         self.client.log_text(run_id, config.to_yaml(), "config.yaml")
@@ -207,10 +281,23 @@ class Tracker:
         self.client.log_batch(run_id, metrics=metrics, tags=[RunTag(STEPS, str(step))])
         self._last_step[run_id] = step
 
+    @cached_property
+    def trainable(self) -> str:
+        """The study's trainable (train, probe, synthetic), as its parent run records it."""
+        return self.client.get_run(self.parent_id()).data.params["trainable"]
+
     def end_child(self, run_id: str, state: str, reason: str, run_dir: Path | None = None) -> None:
+        """Close a trial's run: its state and reason, the loop count b it trained at its last
+        step, its science curves (from summary.json) and its files."""
         if run_id in self._closed:
             return
-        self.client.log_batch(run_id, tags=[RunTag(STATE, state), RunTag(REASON, reason)])
+        run = self.client.get_run(run_id)
+        tags = [RunTag(STATE, state), RunTag(REASON, reason)]
+        b = loops_trained(run.data.params, int(run.data.tags.get(STEPS, 0)))
+        tags += [RunTag(B_TRAINED, str(b))] if b is not None else []
+        self.client.log_batch(run_id, tags=tags)
+        for chunk in _batched(science_curves(run_dir) if run_dir else [], 1000):
+            self.client.log_batch(run_id, metrics=chunk)
         for folder, name in [("", "eval.png"), ("", "summary.json"),
                              (PROBE_FOLDER, "probe.png"), (PROBE_FOLDER, "summary.json")]:
             if run_dir and (run_dir / folder / name).is_file():
@@ -219,9 +306,10 @@ class Tracker:
 
     # ------------------------------------------------------------ after the run
 
-    def reconcile(self, study: optuna.Study) -> None:
-        """Close every child run still RUNNING from its Optuna trial's final state and reason,
-        and tag the best trial (one objective) or the Pareto set (several)."""
+    def reconcile(self, study: optuna.Study, point: str = "") -> None:
+        """Close every child run (of scientific `point`) still RUNNING from its Optuna trial's
+        final state and reason, and tag the search's best trial (one objective: `search_best`,
+        on one seed) or the Pareto set (several: `pareto`)."""
         trials = {t.number: t for t in study.get_trials(deepcopy=False)}
         if len(study.directions) > 1:
             front = {t.number for t in study.best_trials}
@@ -229,8 +317,8 @@ class Tracker:
         else:
             complete = [t for t in trials.values() if t.state == optuna.trial.TrialState.COMPLETE]
             front = {study.best_trial.number} if complete else set()
-            tag = "best"
-        for run in self.children():
+            tag = SEARCH_BEST
+        for run in self.children(point=point):
             frozen = trials.get(int(run.data.tags[NUMBER]))
             if run.info.status == "RUNNING":
                 state = FROM_OPTUNA.get(frozen.state, FAILED) if frozen else FAILED

@@ -1,9 +1,17 @@
-"""Three tiers: fast (no Ray: seconds), service (`@pytest.mark.service`: real local Ray, Optuna
+"""Four tiers: fast (no Ray: seconds), service (`@pytest.mark.service`: real local Ray, Optuna
 and MLflow), cluster (`@pytest.mark.cluster`: a two-node Ray cluster in a network namespace,
-which needs root and iproute2). `make test` runs every tier this machine can and names the one it
-could not; with LOOPSTUDY_ALL_TIERS=1 (`.ci/run`) a tier that cannot run fails instead."""
+which needs root and iproute2) and postgres (`@pytest.mark.postgres`: the cluster stores on a
+real PostgreSQL server the test starts, which needs the server binaries). `make test` runs every
+tier this machine can and names each one it could not; with LOOPSTUDY_ALL_TIERS=1 (`.ci/run`) a
+tier that cannot run fails instead."""
+import functools
 import os
+import pwd
 import shutil
+from dataclasses import dataclass, field
+from glob import glob
+from pathlib import Path
+from typing import Callable
 
 from study import quiet_environment
 
@@ -17,7 +25,19 @@ TINY = ["model.n_embd=16", "model.n_head=2", "model.n_dims=4", "curriculum.dims.
         "curriculum.dims.end=4", "curriculum.points.start=6", "curriculum.points.end=6",
         "training.batch_size=8", "eval.n_prompts=32", "eval.bootstrap=50"]
 ALL_TIERS = os.environ.get("LOOPSTUDY_ALL_TIERS") == "1"
-SKIPPED_CLUSTER_TESTS: list[str] = []
+POSTGRES_PROGRAMS = ("initdb", "postgres", "pg_ctl")
+POSTGRES_USER = "postgres"       # who runs the server when the tests run as root (it refuses root)
+
+
+def postgres_bin_dir() -> Path | None:
+    """The folder holding initdb, postgres and pg_ctl: PATH's, else the newest Debian install
+    (/usr/lib/postgresql/VERSION/bin, which Debian keeps off PATH)."""
+    debian = max(glob("/usr/lib/postgresql/[0-9]*/bin/initdb"), key=lambda p: int(Path(p).parts[4]), default=None)
+    for initdb in (shutil.which("initdb"), debian):
+        folder = Path(initdb).resolve().parent if initdb else None
+        if folder and all((folder / p).is_file() for p in POSTGRES_PROGRAMS):
+            return folder
+    return None
 
 
 def cluster_problem() -> str | None:
@@ -28,31 +48,77 @@ def cluster_problem() -> str | None:
     return None
 
 
+def postgres_problem() -> str | None:
+    if postgres_bin_dir() is None:
+        return "needs the PostgreSQL server binaries (initdb, postgres, pg_ctl)"
+    if os.geteuid() == 0:
+        try:
+            pwd.getpwnam(POSTGRES_USER)
+        except KeyError:
+            return f"PostgreSQL refuses to run as root and there is no '{POSTGRES_USER}' user to run it as"
+    return None
+
+
+@dataclass
+class Tier:
+    """A test tier that needs something of the machine; `problem` says what is missing (None: it can run)."""
+    name: str
+    description: str
+    problem: Callable[[], str | None]
+    remedy: str
+    skipped: list[str] = field(default_factory=list)
+
+    @functools.cached_property
+    def why_not(self) -> str | None:
+        return self.problem()
+
+
+TIERS = [Tier("cluster", "runs a two-node Ray cluster in a network namespace", cluster_problem,
+              "run as root for it (CI does)"),
+         Tier("postgres", "runs the cluster stores on a real PostgreSQL server the test starts",
+              postgres_problem, "`apt-get install -y postgresql` for it (CI does)")]
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "service: runs a real local Ray, Optuna and MLflow")
-    config.addinivalue_line("markers", "cluster: runs a two-node Ray cluster in a network namespace")
+    for tier in TIERS:
+        config.addinivalue_line("markers", f"{tier.name}: {tier.description}")
 
 
 def pytest_collection_modifyitems(config, items):
-    problem = cluster_problem()
     for item in items:
-        if problem and "cluster" in item.keywords:
-            if ALL_TIERS:
-                item.add_marker(pytest.mark.usefixtures("_cluster_tier_required"))
-            else:
-                item.add_marker(pytest.mark.skip(reason=f"cluster tier not run: {problem}"))
-                SKIPPED_CLUSTER_TESTS.append(item.nodeid)
+        for tier in TIERS:
+            if tier.why_not and tier.name in item.keywords:
+                if ALL_TIERS:
+                    item.add_marker(pytest.mark.usefixtures("_tiers_required"))
+                else:
+                    item.add_marker(pytest.mark.skip(reason=f"{tier.name} tier not run: {tier.why_not}"))
+                    tier.skipped.append(item.nodeid)
 
 
 @pytest.fixture
-def _cluster_tier_required():
-    pytest.fail(f"cluster tier required (LOOPSTUDY_ALL_TIERS=1) but it cannot run: {cluster_problem()}")
+def _tiers_required(request):
+    missing = [f"{t.name} tier: {t.why_not}" for t in TIERS if t.why_not and t.name in request.node.keywords]
+    pytest.fail(f"every tier is required (LOOPSTUDY_ALL_TIERS=1) but this test's cannot run: {'; '.join(missing)}")
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
-    if SKIPPED_CLUSTER_TESTS:
-        terminalreporter.write_line(f"TIER NOT RUN: cluster ({len(SKIPPED_CLUSTER_TESTS)} tests): {cluster_problem()}; "
-                                    "run as root for it (CI does)", yellow=True, bold=True)
+    for tier in TIERS:
+        if tier.skipped:
+            terminalreporter.write_line(f"TIER NOT RUN: {tier.name} ({len(tier.skipped)} tests): {tier.why_not}; "
+                                        f"{tier.remedy}", yellow=True, bold=True)
+
+
+@dataclass(frozen=True)
+class PostgresInstall:
+    bin: Path                              # initdb, postgres, pg_ctl
+    owner: pwd.struct_passwd | None        # who runs the server: POSTGRES_USER when we are root
+
+
+@pytest.fixture(scope="session")
+def postgres_install() -> PostgresInstall:
+    """The PostgreSQL server on this machine (the postgres tier runs only where there is one)."""
+    return PostgresInstall(postgres_bin_dir(), pwd.getpwnam(POSTGRES_USER) if os.geteuid() == 0 else None)
 
 
 @pytest.fixture

@@ -42,7 +42,7 @@ class NetnsCluster:
         token.write_text(secrets.token_hex(32))
         token.chmod(0o600)
         # the cluster gets no PYTHONPATH: it imports the project only from what a job ships; and
-        # not the local-only switch of study.QUIET_ENV, which forbids nodes to join
+        # not the local-only switch of study.LOCAL_RAY_ENV, which forbids nodes to join
         self.cluster_env = {k: v for k, v in ENV.items()
                             if k not in ("PYTHONPATH", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")}
         self.cluster_env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token))
@@ -88,7 +88,7 @@ class NetnsCluster:
                  f"--temp-dir={self.root / 'head'}", *NODE_FLAGS)
         self.run(ray, "start", f"--address=127.0.0.1:{HEAD_PORT}", f"--temp-dir={self.root / 'worker'}",
                  *NODE_FLAGS)
-        self.mlflow.wait_for(r"Uvicorn running on|Listening at", timeout_s=90)
+        self.mlflow.wait_for(r"^MLflow tracking server ready: ", timeout_s=90)
 
     def raylets(self) -> dict[str, tuple[int, str]]:
         """{"head" | "worker": (raylet pid, node id)} of the nodes whose raylet still runs."""

@@ -15,9 +15,11 @@ import yaml
 
 REPO = Path(__file__).parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
+# a toy model whose curriculum is complete by step 3, so that ASHA may judge it from step 10
 TINY = {"model.n_embd": 16, "model.n_head": 2, "training.train_steps": 40, "training.eval_every": 10,
         "training.checkpoint_every": 10, "training.log_every": 10, "eval.n_prompts": 64,
-        "eval.bootstrap": 50}
+        "eval.bootstrap": 50, "curriculum.dims.interval": 1, "curriculum.points.interval": 1,
+        "curriculum.loops.interval": 1}
 
 
 def write_study(tmp_path: Path, name: str, **fields) -> Path:

@@ -13,8 +13,8 @@ def run(code: str) -> subprocess.CompletedProcess:
 
 
 def test_trainables_and_analysis_import_with_ray_unimportable():
-    done = run("import trainables, trainables.train, trainables.probing, trainables.plots, search_spaces\n"
-               "import analysis.trials, analysis.report, analysis.figures, analysis.export, analysis.seed_stats\n"
+    done = run("import trainables, trainables.training, trainables.probing, trainables.plots, search_spaces\n"
+               "import analysis.trials, analysis.report, analysis.figures, analysis.export, analysis.verdict\n"
                "assert not [m for m in sys.modules if m == 'study' or m.startswith('study.')], 'study imported'\n"
                "print('ok')")
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr

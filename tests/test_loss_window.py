@@ -7,7 +7,7 @@ from trainables import supervised_iterations
 from trainables.config import ModelConfig
 from trainables.model import LoopedTransformer
 from trainables.tasks import interleave
-from trainables.train import loss_fn
+from trainables.training import loss_fn
 
 # SPEC section 4's worked example, b = 60, T = 15
 WORKED = {1: (list(range(46, 61)), 46), 2: (list(range(32, 61, 2)), 32), 4: (list(range(4, 61, 4)), 4)}

@@ -15,7 +15,8 @@ from study.spec import StudyError, find_study, parse_study, read_study_file  # n
 STUDIES = Path(__file__).parents[1] / "study" / "studies"
 GOOD = {
     "name": "s1", "base": "paper_linear_regression_looped_cpu",
-    "overrides": {"training.train_steps": 40, "training.eval_every": 10},
+    "overrides": {"training.train_steps": 40, "training.eval_every": 10, "curriculum.dims.interval": 1,
+                  "curriculum.points.interval": 1, "curriculum.loops.interval": 1},
     "space": {"training.loop_dilation": {"categorical": [1, 2]}, "curriculum.loops.start": None},
     "objectives": [{"metric": "eval/err_last", "mode": "min"}],
     "budget": {"num_samples": 4, "max_concurrent": 2},
@@ -54,7 +55,7 @@ def test_the_kept_copy_reads_back_the_same(tmp_path):
     ({"nmae": "x"}, "unknown field 'nmae'; did you mean 'name'"),
     ({"name": ...}, "'name' is required"),
     ({"name": "a b"}, "'name' must be letters"),
-    ({"trainable": "fit"}, "'trainable' must be 'train' or 'probe', got 'fit'"),
+    ({"trainable": "fit"}, "'trainable' must be one of 'train', 'probe', 'synthetic', got 'fit'"),
     ({"overrides": {"training.train_step": 5}}, "'base'/'overrides'.*did you mean 'training.train_steps'"),
     ({"base": "no_such_preset"}, "'base'/'overrides'.*no preset"),
     ({"space": {"training.loop_dilaton": {"categorical": [1]}}}, "'space'.*training.loop_dilaton"),

@@ -15,7 +15,8 @@ from typing import Literal
 
 import yaml
 
-from .schema import ConfigError, build, did_you_mean, field_types, unknown_key
+from .schema import (ConfigError, build, coerce, did_you_mean, field_types, parse_yaml, read_yaml, shown,
+                     unknown_key)
 
 TaskName = Literal["linear_regression", "noisy_linear_regression", "sparse_linear_regression",
                    "relu_2nn_regression", "decision_tree"]
@@ -62,6 +63,12 @@ class Schedule:
     def value(self, step: int) -> int:
         """The value used by 0-based training step `step` (after `step` updates)."""
         return min(self.start + (step // self.interval) * self.inc, self.end)
+
+    def reaches_end_at(self) -> int | None:
+        """The first step that uses `end` (0 if it starts there), None if it never gets there."""
+        if self.start >= self.end:
+            return 0
+        return None if self.inc == 0 else -(-(self.end - self.start) // self.inc) * self.interval
 
 
 @dataclass
@@ -131,6 +138,29 @@ class Config:
         """b: the loop curriculum's end, the iterations a looped model trains towards."""
         return self.curriculum.loops.end
 
+    def schedules(self) -> dict[str, Schedule]:
+        """The curriculum's schedules that apply to this model (loops only for looped models)."""
+        c = self.curriculum
+        looped = {"curriculum.loops": c.loops} if self.model.family == "looped" else {}
+        return {"curriculum.dims": c.dims, "curriculum.points": c.points, **looped}
+
+    def curriculum_complete_at(self) -> tuple[int | None, str]:
+        """(the first step at which every schedule has reached its end, or None when one never
+        does within training.train_steps; the schedule that gets there last)."""
+        last, name = 0, ""
+        for key, schedule in self.schedules().items():
+            at = schedule.reaches_end_at()
+            if at is None or at >= self.training.train_steps:
+                return None, key
+            if at >= last:
+                last, name = at, key
+        return last, name
+
+    def loops_trained(self) -> tuple[int, int]:
+        """(first, last) loop iteration count the curriculum uses within training.train_steps."""
+        loops = self.curriculum.loops
+        return loops.value(0), loops.value(self.training.train_steps - 1)
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
@@ -172,10 +202,10 @@ def from_dict(data: dict) -> Config:
     if not isinstance(data, dict):
         raise ConfigError(f"a config must be a mapping, got {type(data).__name__}")
     data = _merge(Config().to_dict(), data)
-    loops = data["curriculum"].get("loops")
+    loops = data["curriculum"].get("loops") if isinstance(data["curriculum"], dict) else None
     if isinstance(loops, dict) and loops.get("start") is None:
-        training = data["training"]
-        loops["start"] = default_loop_start(training["n_loop_window"], training["loop_dilation"])
+        training = coerce("training", TrainingConfig, data["training"])
+        loops["start"] = default_loop_start(training.n_loop_window, training.loop_dilation)
     config = build(Config, data)
     validate(config)
     return config
@@ -191,21 +221,28 @@ def _merge(base: dict, update: dict) -> dict:
     return out
 
 
-def set_dotted(tree: dict, key: str, value) -> None:
-    """Set `a.b.c` in a nested mapping, checking every part names a real field."""
-    parts = key.split(".")
-    kind, node, path = Config, tree, ""
-    for i, part in enumerate(parts):
+def field_kind(key: str):
+    """The annotation of the dotted config field `key`; ConfigError naming its first unknown part."""
+    kind, path = Config, ""
+    for part in key.split("."):
         types = field_types(kind) if dataclasses.is_dataclass(kind) else {}
         if part not in types:
             raise unknown_key(path, part, types) if types else ConfigError(
                 f"'{path.rstrip('.')}' has no sub-field '{part}'")
-        kind = types[part]
-        if i == len(parts) - 1:
-            node[part] = value
-        else:
-            node = node.setdefault(part, {})
-            path += part + "."
+        kind, path = types[part], path + part + "."
+    return kind
+
+
+def set_dotted(tree: dict, key: str, value) -> None:
+    """Set `a.b.c` in a nested mapping, checking every part names a real field."""
+    field_kind(key)
+    *sections, leaf = key.split(".")
+    for i, part in enumerate(sections):
+        tree = tree.setdefault(part, {})
+        if not isinstance(tree, dict):
+            raise ConfigError(f"'{'.'.join(sections[:i + 1])}' must be a mapping to set '{key}' in it, "
+                              f"got {shown(tree)}")
+    tree[leaf] = value
 
 
 def parse_override(text: str) -> tuple[str, object]:
@@ -213,7 +250,9 @@ def parse_override(text: str) -> tuple[str, object]:
     if "=" not in text:
         raise ConfigError(f"override '{text}' must look like key=value, e.g. training.loop_dilation=2")
     key, raw = text.split("=", 1)
-    return key.strip(), yaml.safe_load(raw) if raw.strip() else ""
+    key = key.strip()
+    field_kind(key)
+    return key, parse_yaml(raw, f"'{key}' (override value {shown(raw)})") if raw.strip() else ""
 
 
 def apply_overrides(data: dict, overrides: dict[str, object] | list[str]) -> dict:
@@ -221,7 +260,7 @@ def apply_overrides(data: dict, overrides: dict[str, object] | list[str]) -> dic
     data = copy.deepcopy(data)
     items = overrides.items() if isinstance(overrides, dict) else map(parse_override, overrides)
     for key, value in items:
-        set_dotted(data, key, value)
+        set_dotted(data, str(key), value)
     return data
 
 
@@ -240,10 +279,7 @@ def preset_names() -> list[str]:
 
 
 def _read_yaml(path, label: str) -> dict:
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{label}: not valid YAML: {exc}") from None
+    data = read_yaml(path, label)
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -267,7 +303,7 @@ def preset_data(name: str) -> tuple[dict, str]:
     """A preset's config mapping and its one-line description."""
     if name not in preset_names():
         hint = did_you_mean(name, preset_names())
-        raise ConfigError(f"no preset or file named '{name}'{hint} (see `loopstudy presets`)")
+        raise ConfigError(f"no preset or file named '{name}'{hint} (presets: {', '.join(preset_names())})")
     if name.endswith(CPU_SUFFIX) and name not in _preset_files():
         full, cpu, description = _preset_layers(name[:-len(CPU_SUFFIX)])
         return _merge(full, cpu), f"CPU-sized variant (minutes on 2 cores) of: {description}"
@@ -275,10 +311,15 @@ def preset_data(name: str) -> tuple[dict, str]:
     return full, description
 
 
+def _is_file(source: str | Path) -> bool:
+    """Whether a config source names a YAML file (else a preset)."""
+    return Path(source).suffix in (".yaml", ".yml") or Path(source).exists()
+
+
 def source_data(source: str | Path) -> dict:
     """Config mapping from a preset name or a YAML path (a path may also use `extends`)."""
     path = Path(source)
-    if path.suffix in (".yaml", ".yml") or path.exists():
+    if _is_file(source):
         if not path.is_file():
             raise ConfigError(f"config file '{path}' does not exist")
         data = _read_yaml(path, str(path))
@@ -297,7 +338,12 @@ def load_config(source: str | Path | dict | None = None,
         data = source
     else:
         data = source_data(source)
-    return from_dict(apply_overrides(data, overrides))
+    try:
+        return from_dict(apply_overrides(data, overrides))
+    except ConfigError as exc:
+        if isinstance(source, dict) or source is None or not _is_file(source):
+            raise
+        raise ConfigError(f"{source}{' with the overrides' if overrides else ''}: {exc}") from None
 
 
 # ---------------------------------------------------------------- validation

@@ -17,7 +17,7 @@ from .config import Config, ConfigError
 from .model import build_model
 from .probe_heads import TARGETS, StackedProbes, evaluate, fit_step, n_targets, probe_prompts
 from .progress_bar import Progress
-from .train import Report, resolve_device
+from .training import Report, resolve_device
 
 SETS = ("task", "control")   # control probes train on w = 1 prompts, are scored on random w
 PROBE_FOLDER = "probe"       # a probe study trial's probe folder, inside its run folder

@@ -11,6 +11,7 @@ tell apart two nodes on one host).
 from __future__ import annotations
 
 import contextlib
+import functools
 from pathlib import Path
 
 import ray.tune
@@ -19,7 +20,8 @@ from .config import Config, from_dict
 from .probing import PROBE_FOLDER, is_probe_checkpoint, probe
 from .run_folder import latest_checkpoint
 from .synthetic import synthetic
-from .train import train
+from .diverged import Diverged
+from .training import train
 
 
 def _scalars(summary: dict) -> dict:
@@ -42,6 +44,21 @@ def _trial(tune_config: dict):
         yield from_dict(tune_config["config"]), out_dir, threads, resume_from
 
 
+def _ends_on_divergence(trainable):
+    """A run whose loss became nan or inf ends its trial with a final report saying so (study.
+    outcome classifies it failed): the trainable returns normally, so Tune neither marks it
+    errored nor retries it, and `budget.max_failures` stays for lost nodes."""
+    @functools.wraps(trainable)
+    def ended(*args) -> None:
+        try:
+            trainable(*args)
+        except Diverged as exc:
+            _report(exc.metrics(), None)
+
+    return ended
+
+
+@_ends_on_divergence
 def _training(function, tune_config: dict) -> None:
     """Tune function trainable around `function` (`train`'s contract), resuming from Tune's
     checkpoint.
@@ -74,6 +91,7 @@ def _probe_step(config: Config, metrics: dict) -> dict:
     return {**metrics, "step": config.training.train_steps + metrics["step"], "probe/step": metrics["step"]}
 
 
+@_ends_on_divergence
 def probe_trainable(tune_config: dict) -> None:
     """Train the trial's model, then fit its probes (`config.probe`) to every layer's or loop
     iteration's state; the trial's `step` runs on through the probe steps, whose results carry

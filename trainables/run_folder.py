@@ -7,15 +7,16 @@ trained with; a run is only continued with that same config.
 from __future__ import annotations
 
 import json
+import pickle
 import shutil
 import time
+import zipfile
 from pathlib import Path
 
 import torch
 
-import yaml
-
 from .config import EXTENDABLE, Config, ConfigError, first_difference, from_dict
+from .schema import read_yaml, shown
 
 CHECKPOINT_FILE = "state.pt"
 KEEP_CHECKPOINTS = 2
@@ -26,18 +27,25 @@ def new_run_dir(name: str, root: str | Path = "runs") -> Path:
 
 
 def write_config(run_dir: Path, config: Config) -> None:
-    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:          # a file in the way, no permission
+        raise ConfigError(f"{run_dir}: cannot be a run folder: {exc.strerror}") from None
     (run_dir / "config.yaml").write_text(config.to_yaml())
 
 
 def read_config(path: Path) -> Config:
     if not path.is_file():
         raise ConfigError(f"'{path}' not found: is this a run folder or checkpoint of `loopstudy train`?")
-    return from_dict(yaml.safe_load(path.read_text()))
+    data = read_yaml(path)
+    try:
+        return from_dict(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
-    found = sorted((run_dir / "checkpoints").glob("step_*"))
+    found = sorted((run_dir / "checkpoints").glob("step_????????"))   # not a half-written step_*.tmp
     return found[-1] if found else None
 
 
@@ -70,7 +78,15 @@ def load_state(folder: str | Path, config: Config | None = None, device="cpu") -
     folder = Path(folder)
     if config is not None and (folder / "config.yaml").is_file():
         check_same_config(read_config(folder / "config.yaml"), config, folder)
-    return torch.load(folder / CHECKPOINT_FILE, map_location=device, weights_only=True)
+    path = folder / CHECKPOINT_FILE
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such checkpoint file")
+    if not zipfile.is_zipfile(path):        # what torch.save writes; a file cut short is none
+        raise ConfigError(f"{path}: not a checkpoint (cut short, or not written by torch.save)")
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except (RuntimeError, UnicodeDecodeError, pickle.UnpicklingError) as exc:
+        raise ConfigError(f"{path}: a damaged checkpoint ({shown(' '.join(str(exc).split()))})") from None
 
 
 def check_same_config(saved: Config, given: Config, where: Path) -> None:
@@ -103,9 +119,8 @@ class MetricsLog:
     def __init__(self, run_dir: Path, resume_step: int | None):
         self.path = run_dir / "metrics.jsonl"
         if resume_step is not None and self.path.exists():
-            kept = [line for line in self.path.read_text().splitlines()
-                    if line and json.loads(line)["step"] <= resume_step]
-            self.path.write_text("".join(line + "\n" for line in kept))
+            kept = [event for event in _events(self.path) if event["step"] <= resume_step]
+            self.path.write_text("".join(json.dumps(event) + "\n" for event in kept))
         elif resume_step is None:
             self.path.write_text("")
 
@@ -114,6 +129,26 @@ class MetricsLog:
             f.write(json.dumps(event) + "\n")
 
 
+def _events(path: Path) -> list[dict]:
+    """metrics.jsonl's events. A last line cut short (a crash mid-write: no newline after it) is
+    dropped; any other line that is not an event is an error naming the file and the line."""
+    text = path.read_text(encoding="utf-8", errors="replace")
+    lines = text.splitlines()
+    events = []
+    for number, line in enumerate(lines, 1):
+        if not line:
+            continue
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            if number == len(lines) and not text.endswith("\n"):
+                break
+            event = line
+        if not (isinstance(event, dict) and isinstance(event.get("step"), int)):
+            raise ConfigError(f"{path}: line {number} is not an event with a step: {shown(event)}")
+        events.append(event)
+    return events
+
+
 def read_metrics(run_dir: str | Path) -> list[dict]:
-    path = Path(run_dir) / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line]
+    return _events(Path(run_dir) / "metrics.jsonl")

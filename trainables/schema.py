@@ -10,8 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import reprlib
 import types
 import typing
+
+import yaml
+
+INT64 = 2 ** 63         # integers go on to torch, numpy and SQLite as signed 64-bit numbers
 
 
 class ConfigError(ValueError):
@@ -31,6 +37,50 @@ def field_types(cls) -> dict[str, object]:
 def unknown_key(path: str, key: str, known, noun: str = "config key") -> ConfigError:
     hint = did_you_mean(key, known, path)
     return ConfigError(f"unknown {noun} '{path}{key}'{hint} (allowed: {', '.join(known)})")
+
+
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = _SHORT.maxother = 80
+_SHORT.maxlong = 40
+
+
+def shown(value) -> str:
+    """`value` for an error message: one short line, also for a huge, cyclic or aliased YAML node."""
+    if isinstance(value, int) and value.bit_length() > 10_000:   # repr refuses ints over 4300 digits
+        return f"an integer of {value.bit_length()} bits"
+    return _SHORT.repr(value)
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """A PyYAML error on one line: where it is, and what is wrong."""
+    mark = getattr(exc, "problem_mark", None)
+    at = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+    return at + " ".join(str(getattr(exc, "problem", None) or exc).split())
+
+
+def parse_yaml(text: str, where: str):
+    """YAML text as plain data (safe_load); ConfigError starting with `where` if it is not YAML."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{where}: not valid YAML: {_yaml_problem(exc)}") from None
+    except ValueError as exc:       # a scalar PyYAML cannot build: an int of 5000 digits, 2020-13-45
+        raise ConfigError(f"{where}: not valid YAML: {' '.join(str(exc).split())}") from None
+    except RecursionError:
+        raise ConfigError(f"{where}: not valid YAML: nested too deeply") from None
+
+
+def read_yaml(path, where: str | None = None):
+    """A YAML file as plain data; ConfigError starting with `where` (the path) if it is not
+    readable UTF-8 YAML text."""
+    where = where or str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{where}: not UTF-8 text (byte {exc.start}): is it a YAML file?") from None
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot be read: {exc.strerror or exc}") from None
+    return parse_yaml(text, where)
 
 
 def yaml_number(value):
@@ -85,41 +135,60 @@ def coerce(path: str, kind, value, noun: str = "config key"):
                 return coerce(path, option, value, noun)
             except ConfigError:
                 continue
-        raise ConfigError(f"'{path}' must be {_describe(kind)}, got {value!r}")
+        raise ConfigError(f"'{path}' must be {_describe(kind)}, got {shown(value)}")
     if origin is typing.Literal:
         allowed = typing.get_args(kind)
         if value not in allowed or isinstance(value, bool):
             hint = did_you_mean(value, allowed) if isinstance(value, str) else ""
-            raise ConfigError(f"'{path}' must be {_choices(allowed)}, got {value!r}{hint}")
+            raise ConfigError(f"'{path}' must be {_choices(allowed)}, got {shown(value)}{hint}")
         return value
     if dataclasses.is_dataclass(kind):
         if not isinstance(value, dict):
-            raise ConfigError(f"'{path}' must be {_describe(kind)}, got {value!r}")
+            raise ConfigError(f"'{path}' must be {_describe(kind)}, got {shown(value)}")
         return build(kind, value, path + ".", noun)
     if origin is list:
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"'{path}' must be a list, got {value!r}")
+            raise ConfigError(f"'{path}' must be a list, got {shown(value)}")
         (item,) = typing.get_args(kind)
         return [coerce(f"{path}[{i}]", item, v, noun) for i, v in enumerate(value)]
+    if kind is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"'{path}' must be a list, got {shown(value)}")
+        return list(value)
     if kind is dict or origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"'{path}' must be a mapping, got {value!r}")
+            raise ConfigError(f"'{path}' must be a mapping, got {shown(value)}")
         return dict(value)
+    if kind is str and isinstance(value, str) and "\x00" in value:    # no name, path or URL holds one
+        raise ConfigError(f"'{path}' must be a string without NUL characters, got {shown(value)}")
+    if kind is bool and isinstance(value, bool) or kind is str and isinstance(value, str):
+        return value
     if kind is float:
         value = yaml_number(value)
-    numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if (kind is bool and isinstance(value, bool) or kind is str and isinstance(value, str)
-            or kind is float and numeric):
-        return float(value) if kind is float else value
-    if kind is int and numeric and float(value).is_integer():
-        return int(value)
-    raise ConfigError(f"'{path}' must be {_describe(kind)}, got {value!r}")
+    if kind in (int, float) and isinstance(value, (int, float)) and not isinstance(value, bool):
+        problem = _number_problem(kind, value)
+        if problem:
+            raise ConfigError(f"'{path}' must be {problem}, got {shown(value)}")
+        return kind(value)
+    raise ConfigError(f"'{path}' must be {_describe(kind)}, got {shown(value)}")
+
+
+def _number_problem(kind, value: int | float) -> str | None:
+    """What a number of type `kind` must be that `value` is not; None when it fits."""
+    if kind is float:
+        try:
+            return None if math.isfinite(value) else "a finite number"
+        except OverflowError:           # an int beyond any float
+            return "a finite number"
+    if isinstance(value, float) and not value.is_integer():
+        return _describe(int)
+    return None if -INT64 <= value < INT64 else "an integer in [-2**63, 2**63)"
 
 
 def build(cls, data: dict, path: str = "", noun: str = "config key"):
     """A `cls` from a mapping: unknown keys refused, missing keys take the field's default."""
     if not isinstance(data, dict):
-        raise ConfigError(f"'{path.rstrip('.') or cls.__name__}' must be {_describe(cls)}, got {data!r}")
+        raise ConfigError(f"'{path.rstrip('.') or cls.__name__}' must be {_describe(cls)}, got {shown(data)}")
     kinds = field_types(cls)
     for key in data:
         if key not in kinds:

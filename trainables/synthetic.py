@@ -17,7 +17,7 @@ from pathlib import Path
 
 from . import run_folder
 from .config import Config
-from .train import Report
+from .training import Report
 
 
 def level(config: Config) -> float:

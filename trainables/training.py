@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -13,6 +14,7 @@ import torch
 
 from . import run_folder
 from .config import Config, loop_span
+from .diverged import Diverged
 from .evaluation import Evaluator
 from .flops import train_flops_per_step
 from .model import build_model
@@ -126,6 +128,10 @@ def train(config: Config, report: Report | None = None, *, out_dir: str | Path |
                        "perf/steps_per_s": steps_logged / (now - t_log),
                        "compute/gflop_per_step": gflop}
             log.write(metrics)
+            if not math.isfinite(metrics["train/loss"]):
+                if bar:
+                    bar.close()
+                raise Diverged(step, metrics["train/loss"])
             if bar:
                 bar.update(step, loss=metrics["train/loss"], b=iterations)
             loss_sum.zero_()

@@ -1,0 +1,320 @@
+"""What a finished study may conclude, and what it may not: the answer `run`, `status`,
+`report`, `export` and the MLflow parent run all state.
+
+Comparisons (a study with `scientific` parameters, study/design.py): each value's replicate
+runs (its best nuisance config, on the fresh seeds every value shares) against the reference
+value (the first listed), seed by seed: the mean of the per-seed differences with a 90%
+bootstrap interval of that mean (paired: common random numbers remove the seed's share of the
+variance), and beside it the interval that ignores the pairing (unpaired). A study without
+`scientific` compares its best replicated config with the runner-up, unpaired. With fewer than
+MIN_SEEDS seeds no interval is given: the seeds, their range and n.
+
+Guards, each a sentence that replaces the winner:
+- learning: the best mean must be at most LEARNED_RATIO of the better trivial predictor
+  (predicting 0 scores about 1; averaging, from the runs' own baselines);
+- still falling: the best runs' objective improved by more than FALLING (relative) over their
+  last evaluation interval: the ranking may change with more steps;
+- confounds: what the compared values' runs train differently besides the values themselves
+  (the loop counts the curriculum reaches, the steps, the final dims and points).
+"""
+from __future__ import annotations
+
+import random
+import statistics
+from dataclasses import dataclass, field
+
+from trainables.config import Config
+
+from .confounds import confounds
+from .layout import SCIENTIFIC, fmt, short_label
+from .trials import StudyRecord, Trial
+
+MIN_SEEDS = 5           # fewer: show the seeds and their range, not a bootstrap interval
+LEARNED_RATIO = 0.75    # "clearly better than trivial": at most this share of the trivial error
+FALLING = 0.05          # "still falling": improved by more than this share over the last interval
+PREDICT_ZERO = 1.0      # the normalised error of predicting 0 (SPEC section 7)
+
+
+def bootstrap_mean(values: list[float], resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """90% bootstrap interval of the mean of `values`."""
+    rng = random.Random(seed)
+    means = sorted(statistics.fmean(rng.choices(values, k=len(values))) for _ in range(resamples))
+    return means[int(0.05 * resamples)], means[int(0.95 * resamples) - 1]
+
+
+def bootstrap_difference(a: list[float], b: list[float], resamples: int = 2000,
+                         seed: int = 0) -> tuple[float, float]:
+    """90% bootstrap interval of mean(a) - mean(b), the two resampled independently (unpaired)."""
+    rng = random.Random(seed)
+    diffs = sorted(statistics.fmean(rng.choices(a, k=len(a))) - statistics.fmean(rng.choices(b, k=len(b)))
+                   for _ in range(resamples))
+    return diffs[int(0.05 * resamples)], diffs[int(0.95 * resamples) - 1]
+
+
+def spread(values: list[float]) -> str:
+    """`0.812 [0.77, 0.86] over 5 seeds`, or with fewer than MIN_SEEDS `0.812 (n=2: 0.79, 0.83)`."""
+    mean = statistics.fmean(values)
+    if len(values) >= MIN_SEEDS:
+        lo, hi = bootstrap_mean(values)
+        return f"{fmt(mean)} [{fmt(lo)}, {fmt(hi)}] over {len(values)} seeds"
+    return f"{fmt(mean)} (n={len(values)}: {', '.join(fmt(v) for v in values)})"
+
+
+# ---------------------------------------------------------------- the groups compared
+
+@dataclass
+class Group:
+    """The completed runs of one compared value (a scientific point, or one config)."""
+    label: str                                   # "s=2", or a config's values "lr=0.002 s=1"
+    runs: list[Trial]
+    metric: str
+    nuisance: dict = field(default_factory=dict)  # the searched values its runs share (not s, seed)
+
+    @property
+    def by_seed(self) -> dict[int, float]:
+        return {t.seed: t.value(self.metric) for t in self.runs}
+
+    @property
+    def values(self) -> list[float]:
+        return list(self.by_seed.values())
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.values)
+
+
+def _config_key(trial: Trial) -> str:
+    shown = {k: v for k, v in sorted(trial.sampled.items()) if k != "training.seed"}
+    return " ".join(f"{short_label(k)}={fmt(v, 3)}" for k, v in shown.items()) or "base config"
+
+
+def groups(record: StudyRecord) -> list[Group]:
+    """The compared groups: per scientific point in the order listed (replicates, else the
+    search's completed trials); without `scientific`, per config, best mean first."""
+    metric, mode = record.objectives[0]
+    runs = record.ranked(trials=record.replicates or record.trials)
+    found: dict[str, Group] = {}
+    for trial in runs:
+        label = trial.point if record.points else _config_key(trial)
+        nuisance = {k: v for k, v in trial.sampled.items() if k != "training.seed" and k not in record.scientific}
+        found.setdefault(label, Group(label, [], metric, nuisance)).runs.append(trial)
+    if record.points:
+        return [found[p] for p in record.points if p in found]
+    return sorted(found.values(), key=lambda g: g.mean, reverse=(mode == "max"))
+
+
+# ---------------------------------------------------------------- comparisons
+
+@dataclass
+class Comparison:
+    value: str
+    reference: str
+    seeds: list[int]                     # the seeds both were trained on
+    differences: list[float]             # value - reference, per shared seed
+    unpaired_values: tuple[list[float], list[float]]
+    mode: str
+
+    @property
+    def is_paired(self) -> bool:
+        return bool(self.seeds)
+
+    @property
+    def mean(self) -> float:
+        a, b = self.unpaired_values
+        return statistics.fmean(self.differences) if self.is_paired else statistics.fmean(a) - statistics.fmean(b)
+
+    @property
+    def paired(self) -> tuple[float, float] | None:
+        return bootstrap_mean(self.differences) if len(self.differences) >= MIN_SEEDS else None
+
+    @property
+    def unpaired(self) -> tuple[float, float] | None:
+        a, b = self.unpaired_values
+        return bootstrap_difference(a, b) if min(len(a), len(b)) >= MIN_SEEDS else None
+
+    @property
+    def interval(self) -> tuple[float, float] | None:
+        """The interval the verdict rests on: paired where the seeds are shared."""
+        return self.paired if self.is_paired else self.unpaired
+
+    @property
+    def verdict(self) -> str:
+        if self.interval is None:
+            return "too few seeds for an interval"
+        lo, hi = self.interval
+        if lo <= 0 <= hi:
+            return "not distinguishable"
+        lower_is_better = self.mode == "min"
+        return "better" if (hi < 0) == lower_is_better else "worse"
+
+    def sentence(self) -> str:
+        """`s=2 vs s=1: -0.031 [-0.052, -0.010] (paired, 5 seeds; unpaired [-0.09, 0.03]): better`."""
+        head = f"{self.value} vs {self.reference}: {fmt(self.mean)}"
+        if self.interval is None:
+            if self.is_paired:
+                shown = ", ".join(fmt(d) for d in self.differences)
+                return f"{head} (n={len(self.differences)} paired seeds: {shown}): {self.verdict}"
+            a, b = self.unpaired_values
+            return f"{head} (unpaired, n={len(a)} and {len(b)} seeds): {self.verdict}"
+        lo, hi = self.interval
+        if not self.is_paired:
+            return f"{head} [{fmt(lo)}, {fmt(hi)}] (unpaired, {len(self.unpaired_values[0])} seeds): {self.verdict}"
+        unpaired = self.unpaired
+        beside = f"; unpaired [{fmt(unpaired[0])}, {fmt(unpaired[1])}]" if unpaired else ""
+        return f"{head} [{fmt(lo)}, {fmt(hi)}] (paired, {len(self.differences)} seeds{beside}): {self.verdict}"
+
+
+def comparisons(record: StudyRecord) -> list[Comparison]:
+    """Scientific studies: every value against the first, on the seeds both trained; other
+    studies: the best replicated config against the runner-up, unpaired."""
+    mode = record.objectives[0][1]
+    found = [g for g in groups(record) if g.runs]
+    if len(found) < 2:
+        return []
+    if record.points:
+        reference = found[0]
+        result = []
+        for group in found[1:]:
+            seeds = sorted(set(group.by_seed) & set(reference.by_seed))
+            result.append(Comparison(group.label, reference.label, seeds,
+                                     [group.by_seed[s] - reference.by_seed[s] for s in seeds],
+                                     (group.values, reference.values), mode))
+        return result
+    best, second = found[:2]
+    return [Comparison(best.label, second.label, [], [], (best.values, second.values), mode)]
+
+
+# ---------------------------------------------------------------- the guards
+
+def _improvement(history: list[tuple[int, float]], mode: str) -> float | None:
+    """Relative improvement of a curve over its last interval (positive: still improving)."""
+    if len(history) < 2 or history[-2][1] == 0:
+        return None
+    (_, before), (_, last) = history[-2:]
+    return (before - last) / abs(before) if mode == "min" else (last - before) / abs(before)
+
+
+def learning_problems(record: StudyRecord, best: Group) -> list[str]:
+    """Why `best` may not be called a learned result: no better than trivial predictors, or
+    its curves were still improving at the last step."""
+    metric, mode = record.objectives[0]
+    problems = []
+    if metric.startswith("eval/err") and mode == "min":
+        summary = record.artifact_json(best.runs[0], "summary.json") or {}
+        averaging = summary.get("baselines", {}).get("averaging", {}).get("err_last" if metric == "eval/err_last"
+                                                                         else "err_mean")
+        trivial = min(PREDICT_ZERO, averaging) if averaging is not None else PREDICT_ZERO
+        if best.mean > LEARNED_RATIO * trivial:
+            what = "predicting 0 (about 1)" + (f" and averaging ({fmt(averaging)})" if averaging is not None else "")
+            problems.append(f"not learned: the best mean {metric} {fmt(best.mean)} is not clearly below "
+                            f"{what}: more than {LEARNED_RATIO:.0%} of {fmt(trivial)}")
+    changes = [c for c in (_improvement(record.metric_history(t, metric), mode) for t in best.runs) if c is not None]
+    if changes and statistics.fmean(changes) > FALLING:
+        step = best.runs[0].steps
+        problems.append(f"still improving at step {step}: {metric} of {best.label} changed by "
+                        f"{statistics.fmean(changes):.0%} over its last evaluation interval (mean of "
+                        f"{len(changes)} runs): the ranking may change with more steps")
+    return problems
+
+
+def compared_configs(record: StudyRecord) -> dict[str, Config]:
+    """One config per compared value: per scientific point; else per value of the first
+    scientific-looking parameter the search varied."""
+    runs = record.replicates or record.trials
+    if record.points:
+        return {t.point: t.config for t in runs}
+    for key in SCIENTIFIC:
+        values = {t.sampled[key] for t in record.trials if key in t.sampled}
+        if len(values) > 1:
+            return {f"{short_label(key)}={t.sampled[key]}": t.config
+                    for t in sorted(record.trials, key=lambda t: t.sampled.get(key, 0)) if key in t.sampled}
+    return {}
+
+
+# ---------------------------------------------------------------- the answer
+
+@dataclass
+class Answer:
+    metric: str
+    mode: str
+    groups: list[Group]
+    comparisons: list[Comparison]
+    search_best: Trial | None                      # one seed
+    problems: list[str] = field(default_factory=list)   # each replaces the winner
+
+    @property
+    def replicate_best(self) -> Group | None:
+        scored = [g for g in self.groups if g.runs]
+        if not scored:
+            return None
+        return (min if self.mode == "min" else max)(scored, key=lambda g: g.mean)
+
+    def lines(self) -> list[str]:
+        """What `run`, `status` and `export` print, and the report's first section says."""
+        out = []
+        if self.search_best:
+            out.append(f"search best (one seed): {self.search_best.name}: {self.metric}="
+                       f"{fmt(self.search_best.value(self.metric))}")
+        for group in self.groups:
+            seeds = "replicate seeds" if group.runs[0].tags.get("loopstudy_role") == "replicate" else "search"
+            nuisance = " ".join(f"{short_label(k)}={fmt(v, 3)}" for k, v in group.nuisance.items())
+            out.append(f"  {group.label}{' at ' + nuisance if nuisance and group.label != nuisance else ''}: "
+                       f"{self.metric} {spread(group.values)} ({seeds})")
+        out += [f"  {c.sentence()}" for c in self.comparisons]
+        best = self.replicate_best
+        if self.problems:
+            out += [f"no winner named: {p}" for p in self.problems]
+        elif best is not None and len(self.groups) > 1:
+            out.append(f"lowest mean: {best.label}" if self.mode == "min" else f"highest mean: {best.label}")
+        return out
+
+    def parent_tags(self) -> tuple[dict[str, str], dict[str, float]]:
+        """The answer as MLflow tags and metrics of the study's parent run."""
+        tags = {"verdict": " | ".join(c.sentence() for c in self.comparisons) or "-",
+                "no_winner_because": " | ".join(self.problems) or "-",
+                "search_best": self.search_best.name if self.search_best else "-",
+                "replicate_best": self.replicate_best.label if self.replicate_best and not self.problems else "-"}
+        metrics = {}
+        if self.search_best:
+            metrics[f"search_best/{self.metric}"] = self.search_best.value(self.metric)
+        for group in self.groups:
+            metrics[f"mean/{group.label}"] = group.mean
+            if len(group.values) >= MIN_SEEDS:
+                metrics[f"mean_lo/{group.label}"], metrics[f"mean_hi/{group.label}"] = bootstrap_mean(group.values)
+        for c in self.comparisons:
+            if c.differences:
+                metrics[f"paired_difference/{c.value}"] = c.mean
+        return tags, {k.replace("=", "_").replace(" ", "_"): v for k, v in metrics.items()}
+
+
+def answer(record: StudyRecord) -> Answer:
+    metric, mode = record.objectives[0]
+    found = [g for g in groups(record) if g.runs]
+    ranked = record.ranked()
+    result = Answer(metric, mode, found, comparisons(record), ranked[0] if ranked else None)
+    if not found:
+        result.problems.append("no completed trial")
+        return result
+    problems = confounds(compared_configs(record))
+    result.problems += [f"confounded: {p}" for p in problems]
+    best = result.replicate_best
+    result.problems += learning_problems(record, best)
+    return result
+
+
+def ranked_for_export(record: StudyRecord) -> list[tuple[Trial, Group | None]]:
+    """Completed search trials best first, each with the replicate group of its config (or
+    None); where the study ran replicates, the replicated configs lead in the order of their
+    replicate means (a fairer ranking than one seed's)."""
+    ranked = record.ranked()
+    if not record.replicates:
+        return [(t, None) for t in ranked]
+    mode = record.objectives[0][1]
+    lead = []
+    for group in sorted(groups(record), key=lambda g: g.mean, reverse=(mode == "max")):
+        first = group.runs[0]
+        match = next((t for t in ranked if (t.number, t.point) == (first.number, first.point)), None)
+        if match is not None:
+            lead.append((match, group))
+    chosen = [t for t, _ in lead]
+    return lead + [(t, None) for t in ranked if t not in chosen]

@@ -1,0 +1,106 @@
+"""The design of a study that compares scientific values (Google's Deep Learning Tuning
+Playbook): the `scientific` parameters are compared, the space holds the nuisance parameters,
+which are tuned separately for each scientific value, everything else is held fixed.
+
+Each point of the scientific grid (the product of the listed values, in their order) is one
+phase with its own Optuna study (`NAME[s=1]`) and its own Tune experiment, and gets the same
+budget; its best nuisance config is then replicated on seeds that every point shares. A study
+without `scientific` is one phase named "" (its Optuna study is NAME).
+
+What a run actually trains (the loop counts the curriculum reaches, the steps, the final dims
+and points) is compared between the compared values before anything runs: a difference other
+than the scientific parameters themselves is a confound (analysis/confounds.py), and the study
+names it.
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+from analysis.layout import params_text, phase_study_name
+from trainables.config import Config
+
+
+@dataclass(frozen=True)
+class Phase:
+    label: str                      # "s=1", "T=4 b=16"; "" without scientific parameters
+    point: dict                     # the scientific values, dotted keys
+
+    def study_name(self, study: str) -> str:
+        return phase_study_name(study, self.label)
+
+    def experiment_name(self, study: str) -> str:
+        return f"{study}-{self.label.replace(' ', '_')}" if self.label else study
+
+
+def phases(scientific: dict[str, list]) -> list[Phase]:
+    """One phase per point of the scientific grid, in the order listed; one plain phase without."""
+    if not scientific:
+        return [Phase("", {})]
+    keys = list(scientific)
+    return [Phase(params_text(dict(zip(keys, values))), dict(zip(keys, values)))
+            for values in itertools.product(*(scientific[k] for k in keys))]
+
+
+def point_configs(scientific: dict[str, list], base: str, overrides: dict) -> dict[str, Config]:
+    """Each phase's config before the nuisance draws (base, overrides, then the point);
+    ConfigError naming the point that does not make a valid config."""
+    from trainables.config import ConfigError, load_config
+    from trainables.schema import coerce
+
+    for key, values in scientific.items():
+        coerce(f"scientific.{key}", list, values)
+        if not values or len(set(map(repr, values))) != len(values) or any(
+                isinstance(v, (dict, list)) for v in values):
+            raise ConfigError(f"'scientific.{key}' must be a non-empty list of distinct plain values, "
+                              f"got {values!r}")
+    configs = {}
+    for phase in phases(scientific):
+        try:
+            configs[phase.label] = load_config(base, {**overrides, **phase.point})
+        except ConfigError as exc:
+            raise ConfigError(f"'scientific' point {phase.label}: {exc}") from None
+    return configs
+
+
+def compared_configs(scientific: dict[str, list], space, base: str, overrides: dict) -> dict[str, Config]:
+    """The configs the study compares: each scientific point's; without `scientific`, each value
+    of every categorical scientific-looking parameter the space searches (the others at the
+    base's values), so that a plain study of s is checked for confounds too."""
+    from analysis.layout import SCIENTIFIC, short_label
+    from trainables.config import ConfigError, load_config
+
+    if scientific:
+        return point_configs(scientific, base, overrides)
+    fixed = {k: p.value for k, p in space.params.items() if p.kind == "fixed"}
+    compared = {}
+    for key, param in space.params.items():
+        if param.kind == "categorical" and key in SCIENTIFIC:
+            for value in param.choices:
+                try:
+                    compared[f"{short_label(key)}={value}"] = load_config(base, {**overrides, **fixed, key: value})
+                except ConfigError:
+                    continue            # the space rejects this value on this base when sampling
+            break                       # one parameter: the first scientific one searched
+    return compared
+
+
+def grace_period_problem(grace: int, configs: dict[str, Config]) -> str | None:
+    """Why ASHA's first rung at `grace` would compare trials unfairly, or None: before the
+    curriculum has reached its final dims, points (and loops), the trials are ranked on a task
+    they have not been shown; off the evaluation steps, trials are compared at different steps."""
+    for label, config in configs.items():
+        every = config.training.eval_every
+        if grace % every:
+            return (f"must be a multiple of training.eval_every={every} (ASHA compares trials at the "
+                    "first evaluation at or after each rung; off the grid they would differ in step)")
+        done, schedule = config.curriculum_complete_at()
+        where = f" for {label}" if label else ""
+        if done is None:
+            return (f"ASHA would rank trials before the curriculum is complete: {schedule} does not "
+                    f"reach its end within training.train_steps{where}; set scheduler: null")
+        if grace < done:
+            return (f"is before the curriculum completes at step {done} ({schedule} reaches its end "
+                    f"then{where}): ASHA would rank trials on a task they have not yet been shown; "
+                    f"set scheduler.grace_period >= {done + (-done) % every}")
+    return None

@@ -19,14 +19,15 @@ FORMATS = ("loopstudy", "reference")
 
 
 def report(spec: StudySpec, out: Path | None = None, record=None) -> Path:
-    """Writes report.md and its figures (default: <results>/report/) and logs them as
-    artifacts of the study's parent run, under `report/`."""
+    """Writes report.md and its figures (default: <results>/report/), logs them as artifacts of
+    the study's parent run, under `report/`, and tags the parent run with the answer."""
     stores = Stores.of(spec)
     out = Path(out) if out else stores.root / "report"
     record = record or read_record(stores)
-    write_report(record, spec.space.params, str(stores.study_file), out)
+    data = write_report(record, spec.space.params, str(stores.study_file), out)
     tracker = Tracker(stores)
     tracker.client.log_artifacts(tracker.parent_id(), str(out), "report")
+    tracker.tag_parent(*data["answer"].parent_tags())       # the parent run states the same answer
     return out / "report.md"
 
 

@@ -25,9 +25,7 @@ from trainables.config import first_difference, from_dict
 from . import quiet_environment
 from .cluster import READY, alive_nodes, check_nodes
 from .design import Phase
-from analysis import verdict
 from analysis.layout import CONFOUNDS, POINTS, REPLICATE, RUNNING, SCIENTIFIC_VALUES, STATE, TRIAL, TUNE_ID
-from analysis.trials import read_record
 
 from .replicate_plan import PlannedTrials, make_plan, read_plan, write_plan
 from .searcher import StudySearch, fail_running
@@ -266,7 +264,5 @@ def run_study(spec: StudySpec, resume: bool = False) -> StudyResult:
     summary.update({f"replicates_{k}": v for k, v in result.replicates.items()})
     summary.update(wall_s=round(result.wall_s, 1), trials_s=round(result.trials_s, 1),
                    overhead=round(result.overhead, 3))
-    if result.finished:
-        tracker.tag_parent(*verdict.answer(read_record(stores)).parent_tags())
     tracker.end_parent("finished" if result.finished else "interrupted", summary)
     return result

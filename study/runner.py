@@ -31,6 +31,7 @@ from .replicate_plan import PlannedTrials, make_plan, read_plan, write_plan
 from .searcher import StudySearch, fail_running
 from .spec import StudyError, StudySpec
 from .stores import Stores
+from .study_lock import StudyLock
 from .tracking import Tracker, TrackingCallback
 
 
@@ -226,6 +227,11 @@ def run_study(spec: StudySpec, resume: bool = False) -> StudyResult:
     if resume:
         _check_base_configs(spec, stores)
     cpus = _start_ray(stores)
+    with StudyLock(stores.root, spec.name):     # one driver per study; released however it ends
+        return _run_locked(spec, stores, cpus)
+
+
+def _run_locked(spec: StudySpec, stores: Stores, cpus: int) -> StudyResult:
     stores.root.mkdir(parents=True, exist_ok=True)
     if not (stores.root / BASE_CONFIGS).is_file():
         _write_base_configs(spec, stores)

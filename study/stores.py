@@ -24,13 +24,16 @@ is opened (`Stores.optuna_url`, `Stores.mlflow_uri`; print `optuna_shown`, `mlfl
 """
 from __future__ import annotations
 
+import functools
 import os
 import re
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from urllib.parse import quote, urlparse
 
 import optuna
+import sqlalchemy
 
 from trainables.config import ConfigError
 
@@ -220,11 +223,49 @@ class Stores:
                 raise ConfigError(f"{path}: not an Optuna journal ({type(exc).__name__}: {exc}); "
                                   "it was left as it is") from None
         check_sqlite_store(self.optuna_url, "studies", "Optuna")
-        return optuna.storages.RDBStorage(self.optuna_url)
+        for attempt in range(TABLE_RACE_ATTEMPTS):
+            try:
+                return PatientRDBStorage(self.optuna_url)
+            except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+                if attempt == TABLE_RACE_ATTEMPTS - 1:   # another driver is making Optuna's tables:
+                    raise                                  # each attempt finds more of them made
 
     def optuna_study(self, study_name: str | None = None) -> optuna.Study:
         """The study's Optuna study (or another in the same storage: a scientific phase's)."""
         return optuna.load_study(study_name=study_name or self.name, storage=self.optuna_storage())
+
+
+TABLE_RACE_ATTEMPTS = 5      # drivers starting at once on a new database race to make its tables
+DATABASE_OUTAGE_S = 120      # how long a study waits for its Optuna database to answer again
+
+
+def _waits_out_outages(method):
+    """`method`, called again while the database cannot be reached (a restart, a failover), for
+    up to DATABASE_OUTAGE_S; any other error is raised at once."""
+    @functools.wraps(method)
+    def call(*args, **kwargs):
+        deadline = time.monotonic() + DATABASE_OUTAGE_S
+        while True:
+            try:
+                return method(*args, **kwargs)
+            except (optuna.exceptions.StorageInternalError, sqlalchemy.exc.OperationalError) as exc:
+                cause = exc if isinstance(exc, sqlalchemy.exc.OperationalError) else exc.__cause__
+                if not isinstance(cause, sqlalchemy.exc.OperationalError) or time.monotonic() > deadline:
+                    raise
+                time.sleep(1)
+    return call
+
+
+class PatientRDBStorage(optuna.storages.RDBStorage):
+    """Optuna's RDBStorage that outlasts a database restart: pooled connections are checked
+    before use, and a call the database cannot answer is retried (`_waits_out_outages`)."""
+
+    def __init__(self, url: str):
+        super().__init__(url, engine_kwargs={"pool_pre_ping": True})
+
+
+for _name in [n for n in vars(optuna.storages.BaseStorage) if not n.startswith("_")]:
+    setattr(PatientRDBStorage, _name, _waits_out_outages(getattr(optuna.storages.RDBStorage, _name)))
 
 
 def check_sqlite_store(url: str, table: str, owner: str) -> None:

@@ -85,21 +85,24 @@ def pytest_configure(config):
         config.addinivalue_line("markers", f"{tier.name}: {tier.description}")
 
 
+def _tiers_not_runnable(item) -> list[Tier]:
+    return [tier for tier in TIERS if tier.why_not and tier.name in item.keywords]
+
+
 def pytest_collection_modifyitems(config, items):
+    if ALL_TIERS:
+        return                  # pytest_runtest_setup fails them instead
     for item in items:
-        for tier in TIERS:
-            if tier.why_not and tier.name in item.keywords:
-                if ALL_TIERS:
-                    item.add_marker(pytest.mark.usefixtures("_tiers_required"))
-                else:
-                    item.add_marker(pytest.mark.skip(reason=f"{tier.name} tier not run: {tier.why_not}"))
-                    tier.skipped.append(item.nodeid)
+        for tier in _tiers_not_runnable(item):
+            item.add_marker(pytest.mark.skip(reason=f"{tier.name} tier not run: {tier.why_not}"))
+            tier.skipped.append(item.nodeid)
 
 
-@pytest.fixture
-def _tiers_required(request):
-    missing = [f"{t.name} tier: {t.why_not}" for t in TIERS if t.why_not and t.name in request.node.keywords]
-    pytest.fail(f"every tier is required (LOOPSTUDY_ALL_TIERS=1) but this test's cannot run: {'; '.join(missing)}")
+def pytest_runtest_setup(item):
+    missing = _tiers_not_runnable(item) if ALL_TIERS else []
+    if missing:
+        pytest.fail("every tier is required (LOOPSTUDY_ALL_TIERS=1) but this test's cannot run: "
+                    + "; ".join(f"{t.name} tier: {t.why_not}" for t in missing), pytrace=False)
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):

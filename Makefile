@@ -17,9 +17,9 @@ $(VENV_STAMP): requirements-torch.txt requirements.txt pyproject.toml
 	$(PY) -m pip install -q --no-deps -e .
 	touch $@
 
-# A small real study end to end: the seed's dilation space on the CPU preset (Ray Tune +
-# Optuna + MLflow), into a fresh results folder each time; prints the best trial, its config
-# and the command that opens the MLflow UI on it.
+# A small real scientific study end to end: s=1 vs s=4 on the CPU preset, each with its own
+# learning-rate search, then shared fresh seeds (Ray Tune + Optuna + MLflow), into a fresh
+# results folder each time; prints the answer (or why it names no winner) and the UI command.
 demo: venv
 	$(PY) -m study.cli run study/studies/dilation_cpu.yaml --results results/dilation_cpu-$$(date +%Y%m%d-%H%M%S)
 

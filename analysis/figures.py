@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from .layout import SCIENTIFIC, fmt, long_label  # noqa: E402
 from .trials import StudyRecord, Trial  # noqa: E402
-from .verdict import MIN_SEEDS, PREDICT_ZERO, bootstrap_mean  # noqa: E402
+from .verdict import MIN_SEEDS, PREDICT_ZERO, mean_interval  # noqa: E402
 
 
 EDGE_TRIALS = 8        # completed trials that varied a parameter before its range's edge is judged
@@ -89,7 +89,7 @@ def isolation(answer, path: Path) -> dict:
     points = [dict(p.split("=", 1) for p in g.label.split()) for g in groups]
     two = len(points[0]) == 2 if points else False
     plotted = {g.label: {"values": g.values, "mean": g.mean,
-                         "interval": list(bootstrap_mean(g.values)) if len(g.values) >= MIN_SEEDS else None}
+                         "interval": list(mean_interval(g.values)) if len(g.values) >= MIN_SEEDS else None}
                for g in groups}
     if two:
         rows, cols = (sorted({p[k] for p in points}, key=_number) for k in list(points[0]))
@@ -241,13 +241,13 @@ def optuna_figures(record: StudyRecord, out: Path, importance_problem: str | Non
 
 
 def replicates(groups: list, search_values: dict[str, float], metric: str, path: Path) -> dict:
-    """Each compared group's objective over seeds (dots), its mean with the 90% bootstrap
+    """Each compared group's objective over seeds (dots), its mean with the 90% t
     interval (MIN_SEEDS seeds or more) or else the range (bar), and the value the search
     selected it on (x): a winner's curse shows as x below the dots."""
     fig, ax = plt.subplots(figsize=(6.5, 0.6 * len(groups) + 1.6))
     plotted = {}
     for row, group in enumerate(groups):
-        interval = bootstrap_mean(group.values) if len(group.values) >= MIN_SEEDS else None
+        interval = mean_interval(group.values) if len(group.values) >= MIN_SEEDS else None
         lo, hi = interval or (min(group.values), max(group.values))
         ax.plot(group.values, [row] * len(group.values), "o", color="C0", alpha=0.6)
         ax.errorbar([group.mean], [row], xerr=[[group.mean - lo], [hi - group.mean]], fmt="|",

@@ -52,7 +52,7 @@ def test_two_identical_values_are_not_distinguishable():
     blocks = [range(100 + 6 * i, 106 + 6 * i) for i in range(40)]
     null = [comparisons(record(synthetic(effect=0.0, seeds=b)))[0] for b in blocks]
     real = [comparisons(record(synthetic(effect=-0.03, seeds=b)))[0] for b in blocks]
-    assert sum(c.verdict == "not distinguishable" for c in null) >= 30          # expected 36 of 40
+    assert sum(c.verdict == "not distinguishable" for c in null) >= 33          # expected 36 of 40
     assert sum(c.verdict == "better" for c in real) >= 38                       # paired: found
     assert sum(c.unpaired[1] < 0 for c in real) <= 12                           # unpaired: mostly missed
 

@@ -69,7 +69,8 @@ def test_study_end_to_end(tmp_path):
     for run in children:
         trial = study.trials[int(run.data.tags["optuna_trial"])]
         s, lr = trial.params["training.loop_dilation"], trial.params["training.learning_rate"]
-        assert run.info.run_name == f"t{trial.number:03d} s={s} T=5 b=12 D=16 lr={lr:.3g}"
+        # b as trained: the loop curriculum starts at T*s = 5s and reaches 12 within the 40 steps
+        assert run.info.run_name == f"t{trial.number:03d} s={s} T=5 b={5 * s}..12 D=16 lr={lr:.3g}"
         params = run.data.params
         assert params["training.loop_dilation"] == str(s) and params["model.n_embd"] == "16"
         assert params["curriculum.loops.start"] == str(5 * s)        # null resolved to T*s
@@ -169,14 +170,16 @@ def test_multi_objective_study_marks_the_pareto_set(tmp_path):
     for run in children:
         number = int(run.data.tags["optuna_trial"])
         assert run.data.tags["pareto"] == str(number in front).lower()
-        assert re.match(rf"t{number:03d}r[01] s=\d T=4 b=16 D=16$", run.info.run_name)
+        s = int(run.data.params["training.loop_dilation"])        # loops from T*s = 4s to 16
+        assert re.match(rf"t{number:03d}r[01] s={s} T=4 b={'16' if s == 4 else f'{4 * s}..16'} D=16$",
+                        run.info.run_name)
     for trial in study.trials:                      # two seeds per config, told as their mean
         runs = [r for r in children if int(r.data.tags["optuna_trial"]) == trial.number]
         assert sorted(r.data.params["training.seed"] for r in runs) == ["42", "43"]
         errors = [r.data.metrics["eval/err_last"] for r in runs]
         assert trial.values[0] == pytest.approx(sum(errors) / 2)
         assert trial.values[1] == pytest.approx(runs[0].data.metrics["compute/gflop_per_step"])
-    assert "Pareto set:" in done.stdout
+    assert "Pareto set (search, one seed each):" in done.stdout
 
 
 def _replicate_runs(folder: Path, name: str) -> list:

@@ -19,6 +19,7 @@ import yaml
 from mlflow import MlflowClient
 
 from trainables.config import Config, from_dict
+from trainables.schema import ConfigError
 
 from .layout import (CONFOUNDS, NUMBER, PARENT, POINT, POINTS, REASON, REPEAT, REPLICATE, ROLE, RUNNING,
                      SAMPLED, SCIENTIFIC_VALUES, STATE, STEPS, TRIAL, params_text, phase_study_name)
@@ -134,6 +135,10 @@ def _config_from_params(params: dict[str, str]) -> Config:
     return from_dict(tree)
 
 
+class NoRecord(ConfigError):
+    """The study has no MLflow experiment or parent run yet (it never started a trial)."""
+
+
 def _shown(stores) -> str:
     """The tracking URI as it may be printed (the service's Stores keep any password out of it)."""
     return getattr(stores, "mlflow_shown", stores.mlflow_uri)
@@ -142,19 +147,17 @@ def _shown(stores) -> str:
 def read_record(stores) -> StudyRecord:
     from sqlalchemy.exc import DatabaseError
 
-    from trainables.schema import ConfigError
-
     try:
         client = MlflowClient(tracking_uri=stores.mlflow_uri)
         experiment = client.get_experiment_by_name(stores.name)
     except DatabaseError as exc:        # a damaged SQLite file: "file is not a database", ...
         raise ConfigError(f"{_shown(stores)}: not a readable MLflow store ({exc.orig})") from None
     if experiment is None:
-        raise ConfigError(f"no MLflow experiment '{stores.name}' in {_shown(stores)}")
+        raise NoRecord(f"no MLflow experiment '{stores.name}' in {_shown(stores)}")
     runs = client.search_runs([experiment.experiment_id], max_results=10_000)
     parents = [r for r in runs if r.data.tags.get(ROLE) == PARENT]
     if not parents:
-        raise ConfigError(f"study '{stores.name}' has no parent run in {_shown(stores)}")
+        raise NoRecord(f"study '{stores.name}' has no parent run in {_shown(stores)}")
     parent = parents[0]
     objectives = [tuple(o.rsplit(":", 1)) for o in parent.data.params["objectives"].split(",")]
     found: dict[str, list[Trial]] = {TRIAL: [], REPLICATE: []}

@@ -10,7 +10,7 @@ import optuna
 
 from analysis import verdict
 from analysis.layout import NUMBER, REASON, RUNNING, TUNE_ID, fmt, params_text, table
-from analysis.trials import StudyRecord, Trial, read_record
+from analysis.trials import NoRecord, StudyRecord, Trial, read_record
 
 from .design import Phase
 from .outcome import FROM_OPTUNA
@@ -57,7 +57,7 @@ def _record(stores: Stores) -> StudyRecord | None:
     """The study read back from MLflow; None before its parent run exists."""
     try:
         return read_record(stores)
-    except FileNotFoundError:
+    except NoRecord:
         return None
 
 

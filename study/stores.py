@@ -225,7 +225,7 @@ class Stores:
         check_sqlite_store(self.optuna_url, "studies", "Optuna")
         for attempt in range(TABLE_RACE_ATTEMPTS):
             try:
-                return PatientRDBStorage(self.optuna_url)
+                return PatientRDBStorage(self.optuna_url, self.optuna_shown)
             except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
                 if attempt == TABLE_RACE_ATTEMPTS - 1:   # another driver is making Optuna's tables:
                     raise                                  # each attempt finds more of them made
@@ -258,10 +258,21 @@ def _waits_out_outages(method):
 
 class PatientRDBStorage(optuna.storages.RDBStorage):
     """Optuna's RDBStorage that outlasts a database restart: pooled connections are checked
-    before use, and a call the database cannot answer is retried (`_waits_out_outages`)."""
+    before use, and a call the database cannot answer is retried (`_waits_out_outages`).
 
-    def __init__(self, url: str):
+    Pickled (Tune keeps the searcher, and this storage with it, in tuner.pkl and its searcher
+    state), it holds the URL as the study gives it, a password only as its ${VARIABLE}, and
+    takes the password from the environment again when unpickled."""
+
+    def __init__(self, url: str, shown_url: str | None = None):
         super().__init__(url, engine_kwargs={"pool_pre_ping": True})
+        self.shown_url = shown_url or url
+
+    def __getstate__(self) -> dict:
+        return {**super().__getstate__(), "url": self.shown_url}
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__({**state, "url": expanded(state["shown_url"], "storage.optuna")})
 
 
 for _name in [n for n in vars(optuna.storages.BaseStorage) if not n.startswith("_")]:

@@ -12,7 +12,9 @@ model-training mode of the UI (`workflowType=machine_learning`), not the GenAI o
 from __future__ import annotations
 
 import json
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 from urllib.parse import urlencode
@@ -97,8 +99,15 @@ def runs_url(base: str, experiment_id: str, run_id: str | None = None) -> str:
 def serve(name: str, results_root: str, optuna: bool = False, port: int = 5000) -> None:
     spec = find_study(name, results_root)
     stores = Stores.of(spec)
+    private = None
     if optuna:
-        command = [str(Path(sys.executable).parent / "optuna-dashboard"), stores.optuna_url,
+        # the storage URL, password included, goes in a file of ours, not on the command line
+        # (which every user of the machine can read in /proc/PID/cmdline)
+        private = Path(tempfile.mkdtemp(prefix="loopstudy-ui-"))     # 0700: for this user only
+        config = private / "optuna-dashboard.toml"
+        config.touch(mode=0o600)
+        config.write_text(f"[optuna_dashboard]\nstorage = {json.dumps(stores.optuna_url)}\n")  # a TOML string
+        command = [str(Path(sys.executable).parent / "optuna-dashboard"), "--from-config", str(config),
                    "--host", "127.0.0.1", "--port", str(port), "--quiet"]
         health = f"http://127.0.0.1:{port}/dashboard/"
         ready = f"open {health}   (Ctrl+C stops the server)"
@@ -114,6 +123,10 @@ def serve(name: str, results_root: str, optuna: bool = False, port: int = 5000) 
             return
         command = mlflow_server_command(stores.mlflow_uri, stores.artifacts, port=port)
         health = f"{base}/health"
-    code = run_until_signal(command, LEAN_ENV, health, ready)
+    try:
+        code = run_until_signal(command, LEAN_ENV, health, ready)
+    finally:
+        if private:
+            shutil.rmtree(private, ignore_errors=True)
     if code:
         raise SystemExit(code)

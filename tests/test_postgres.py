@@ -6,8 +6,8 @@ Every case ends with one audit: Optuna (read from PostgreSQL), MLflow (read thro
 the run folders and Ray's experiment state tell the same story."""
 from __future__ import annotations
 
-import json
 import os
+import pickle
 import secrets
 import shutil
 import socket
@@ -20,12 +20,11 @@ from pathlib import Path
 import optuna
 import psycopg
 import pytest
-from mlflow import MlflowClient
-from optuna.trial import TrialState
-from ray.tune import ExperimentAnalysis
 
-from analysis.layout import NUMBER, REASON, ROLE, STATE, TUNE_ID
+from audit import StudyStores, audit, finished_trials
+from study.stores import PatientRDBStorage, expanded
 from studyfiles import ENV, Lines, start_cli, write_study
+from trainables.config import ConfigError
 
 pytestmark = [pytest.mark.service, pytest.mark.postgres]
 READY = "database system is ready to accept connections"     # the server's log line once it serves
@@ -33,8 +32,8 @@ RUNNING_ON = r"^t\d{3} .*: running on node"                    # the driver's li
 ENDED = r"^(t\d{3}) .*: (completed|pruned|failed)"             # ... and at its end
 FINISHED = r"^finished: "                                        # ... and the study's
 STEPS = 50                 # reports per trial, each a write to both stores
+STEPS_LOGGED = list(range(1, STEPS + 1))
 TRIALS = 3
-METRIC = "eval/err_last"
 OPTUNA_PASSWORD = "LOOPSTUDY_OPTUNA_PASSWORD"   # the study file refers to it: ${LOOPSTUDY_OPTUNA_PASSWORD}
 OUTAGE_S = 5               # how long the database is down in the restart test
 
@@ -143,67 +142,10 @@ def postgres_study(tmp_path: Path, servers: Servers, name: str, **fields) -> Pat
                        budget={"num_samples": TRIALS, "max_concurrent": 2}, **fields)
 
 
-def optuna_study(servers: Servers, name: str) -> optuna.Study:
-    """The study as PostgreSQL holds it."""
-    return optuna.load_study(study_name=name, storage=servers.postgres.url("optuna"))
-
-
-def finished_trials(servers: Servers, name: str) -> dict[int, dict]:
-    """What the stores hold of every trial finished in both: Optuna's state, value and
-    intermediate values, MLflow's run (status, state tag, the curve)."""
-    study = optuna_study(servers, name)
-    client = MlflowClient(servers.mlflow_uri)
-    experiment = client.get_experiment_by_name(name).experiment_id
-    runs = {int(r.data.tags[NUMBER]): r for r in client.search_runs([experiment], f"tags.{ROLE} = 'trial'")}
-    found = {}
-    for trial in study.get_trials(deepcopy=False):
-        run = runs.get(trial.number)
-        if trial.state.is_finished() and run and run.info.status != "RUNNING":
-            curve = [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, METRIC)]
-            found[trial.number] = {"optuna": (trial.state, trial.value, trial.intermediate_values),
-                                   "mlflow": (run.info.run_id, run.info.status, run.data.tags[STATE], curve)}
-    return found
-
-
-def audit(servers: Servers, folder: Path, n_trials: int) -> dict[int, dict]:
-    """Optuna (PostgreSQL), MLflow (through the server), the run folders and Ray's experiment
-    state agree: `n_trials` trials, each COMPLETE in Optuna with every step's value, one
-    finished MLflow run with every step once, a run folder with the same curve, a TERMINATED Tune
-    trial at the last step; one finished parent run. A trial lost with a crashed driver (begun
-    after Tune's last snapshot) is FAIL in Optuna, its MLflow run (if it has one) failed, and
-    Tune does not know it. Returns `finished_trials`."""
-    trials = {t.number: t for t in optuna_study(servers, folder.name).trials}   # folder: <storage_path>/<name>
-    complete = {n for n, t in trials.items() if t.state == TrialState.COMPLETE}
-    lost = {n: (t.state, t.user_attrs.get(REASON, "")) for n, t in trials.items() if n not in complete}
-    assert len(complete) == n_trials, lost
-    assert all(state == TrialState.FAIL and reason.startswith("lost") for state, reason in lost.values()), lost
-    client = MlflowClient(servers.mlflow_uri)
-    experiment = client.get_experiment_by_name(folder.name).experiment_id
-    runs = client.search_runs([experiment])
-    parents = [r for r in runs if r.data.tags.get(ROLE) == "parent"]
-    assert len(parents) == 1 and parents[0].info.status == "FINISHED" and parents[0].data.tags[STATE] == "finished"
-    children = {int(r.data.tags[NUMBER]): r for r in runs if r.data.tags.get(ROLE) == "trial"}
-    tune_ids = {r.data.tags[TUNE_ID] for r in children.values()}
-    assert len(runs) - 1 == len(children) == len(tune_ids), "duplicate MLflow runs"      # one per trial
-    assert complete <= set(children) <= set(trials)
-    for number in set(children) - complete:
-        assert (children[number].info.status, children[number].data.tags[STATE]) == ("FAILED", "failed")
-    tune_trials = {t.trial_id: t for t in ExperimentAnalysis(str(folder)).trials}
-    assert set(tune_trials) == {children[n].data.tags[TUNE_ID] for n in complete}
-    steps = list(range(1, STEPS + 1))
-    for number in complete:
-        run, tune_id = children[number], children[number].data.tags[TUNE_ID]
-        assert run.info.status == "FINISHED" and run.data.tags[STATE] == "completed", run.info.run_name
-        assert run.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
-        curve = client.get_metric_history(run.info.run_id, METRIC)
-        assert [m.step for m in curve] == steps, f"{run.info.run_name}: steps missing or logged twice"
-        assert curve[-1].value == pytest.approx(trials[number].value)
-        assert sorted(trials[number].intermediate_values) == steps
-        assert {"config.yaml", "summary.json"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
-        lines = [json.loads(line) for line in (folder / tune_id / "metrics.jsonl").open()]
-        assert [(r["step"], r[METRIC]) for r in lines] == [(m.step, pytest.approx(m.value)) for m in curve]
-        assert tune_trials[tune_id].status == "TERMINATED" and tune_trials[tune_id].last_result["step"] == STEPS
-    return finished_trials(servers, folder.name)
+def study_stores(servers: Servers, tmp_path: Path, name: str) -> StudyStores:
+    """Where a study of `postgres_study` lies: Optuna (read from PostgreSQL), MLflow (through the
+    server), the Ray experiment under the shared storage path."""
+    return StudyStores(name, servers.postgres.url("optuna"), servers.mlflow_uri, tmp_path / "shared" / name)
 
 
 def test_two_drivers_write_the_same_servers_at_once(servers, tmp_path):
@@ -216,24 +158,39 @@ def test_two_drivers_write_the_same_servers_at_once(servers, tmp_path):
         lines.wait_for(FINISHED, timeout_s=600)
         assert lines.process.wait(timeout=60) == 0, lines.rest()
     for name in drivers:
-        folder = tmp_path / "shared" / name
-        audit(servers, folder, TRIALS)
-        assert servers.postgres.password not in (folder / "study.yaml").read_text()
+        audit(study_stores(servers, tmp_path, name), TRIALS, STEPS_LOGGED)
+        kept = [p for p in (tmp_path / "shared" / name).rglob("*") if p.is_file()]   # study.yaml, tuner.pkl, ...
+        assert not [p for p in kept if servers.postgres.password.encode() in p.read_bytes()]
     assert {"alpha", "beta"} <= set(optuna.get_all_study_names(servers.postgres.url("optuna")))
 
 
 def test_database_restart_mid_study_stops_the_driver_and_resume_completes(servers, tmp_path):
     path = postgres_study(tmp_path, servers, "restart")
-    folder = tmp_path / "shared" / "restart"
+    stores = study_stores(servers, tmp_path, "restart")
     driver = start_cli("run", str(path), cwd=tmp_path, env=servers.env)
     first = int(driver.wait_for(ENDED)[0].group(1)[1:])              # one trial has finished ...
     driver.wait_for(r"^t002 .*: running on node")                     # ... and two are running
-    kept = finished_trials(servers, "restart")
+    kept = finished_trials(stores)
     assert first in kept
     servers.postgres.stop()
     time.sleep(OUTAGE_S)                                               # the outage itself, not a wait
     servers.postgres.start()
     driver.wait_for(FINISHED, timeout_s=600)                          # it waited the outage out
     assert driver.process.wait(timeout=60) == 0, driver.rest()
-    after = audit(servers, folder, TRIALS)
+    after = audit(stores, TRIALS, STEPS_LOGGED)
     assert {n: after[n] for n in kept} == kept                         # finished trials untouched
+
+
+def test_a_pickled_storage_holds_no_password_and_reopens_from_the_environment(servers, monkeypatch):
+    """Tune pickles the searcher with its storage (tuner.pkl, searcher state): the pickle keeps
+    the ${VARIABLE}, and unpickling (a resume) takes the password from the environment again."""
+    given = servers.postgres.url("optuna", password=f"${{{OPTUNA_PASSWORD}}}")
+    monkeypatch.setenv(OPTUNA_PASSWORD, servers.postgres.password)
+    storage = PatientRDBStorage(expanded(given, "storage.optuna"), given)
+    kept = pickle.dumps(storage)
+    assert servers.postgres.password.encode() not in kept
+    assert [s.study_name for s in pickle.loads(kept).get_all_studies()] == \
+        [s.study_name for s in storage.get_all_studies()]
+    monkeypatch.delenv(OPTUNA_PASSWORD)
+    with pytest.raises(ConfigError, match=f"takes its password from \\${OPTUNA_PASSWORD}, which is not set"):
+        pickle.loads(kept)

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -149,12 +150,25 @@ def test_the_ui_is_quiet_and_sigint_stops_it_with_its_server(finished_study):
     assert "the study's own run (its answer): http://127.0.0.1" in output
 
 
+def command_lines() -> list[str]:
+    """Every process's command line, as any user of the machine can read it."""
+    found = []
+    for process in Path("/proc").glob("[0-9]*"):
+        try:
+            found.append((process / "cmdline").read_bytes().replace(b"\0", b" ").decode())
+        except OSError:
+            continue            # ended meanwhile
+    return found
+
+
 @pytest.mark.service
 def test_optuna_dashboard_stops_on_sigterm(finished_study):
     port = free_port()
     ui = start_cli("ui", "browse", "--optuna", "--results-root", str(finished_study), "--port", str(port),
                    cwd=finished_study)
     ui.wait_for(rf"^open http://127.0.0.1:{port}/dashboard/", timeout_s=120)
+    dashboard = [c for c in command_lines() if "optuna-dashboard" in c and f"--port {port}" in c]
+    assert dashboard and not [c for c in dashboard if "optuna.db" in c]   # its storage URL is in a private file
     output = stop_and_check(ui, port, signal.SIGTERM)
     assert len(output.splitlines()) == 1, output
 

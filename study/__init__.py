@@ -11,7 +11,11 @@ QUIET_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "MLFLOW_DISABLE_TELEMETRY": "true",
              "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",      # no bars in reports
              # no "View run ... at: http://..." line per run against a tracking server (the URL
              # would also carry any user:password of the tracking URI)
-             "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
+             "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
+             # a tracking server that does not answer is said within seconds (MLflow's defaults
+             # retry for about 4 minutes; a study's driver keeps its events meanwhile: study.tracking)
+             "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+             "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
 
 # a driver that starts its own Ray (no RAY_ADDRESS to join): Ray reads both when it is imported.
 # Every Ray process then binds 127.0.0.1 (node IP = loopback; nodes cannot join), and token

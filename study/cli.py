@@ -124,6 +124,20 @@ def cmd_status(args) -> None:
     print(format_status(find_study(args.name, args.results_root)))
 
 
+def cmd_sync(args) -> None:
+    from study.spec import find_study
+    from study.stores import Stores
+    from study.tracking import Tracker
+
+    tracker = Tracker(Stores.of(find_study(args.name, args.results_root)))
+    kept = len(tracker.backlog)
+    if not kept:
+        print(f"nothing to send: no trial events are kept for MLflow ({tracker.backlog.path} does not exist)")
+        return
+    tracker.wait_for_mlflow(deadline=0)
+    print(f"sent {kept} kept trial events to MLflow at {tracker.stores.mlflow_shown}")
+
+
 def cmd_ui(args) -> None:
     from study.ui import serve
 
@@ -191,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name, func, text in (("resume", cmd_resume, "continue an interrupted or crashed study"),
                              ("status", cmd_status, "table of a study's trials"),
+                             ("sync", cmd_sync, "send MLflow the trial events kept while its server was away"),
                              ("ui", cmd_ui, "serve the MLflow UI (or optuna-dashboard) on a study")):
         p = sub.add_parser(name, help=text)
         _study_args(p)
@@ -225,7 +240,15 @@ def main(argv: list[str] | None = None) -> int:
         args.func(args)
     except ConfigError as exc:
         print(f"loopstudy: error: {exc}", file=sys.stderr)
-        return 2
+        return getattr(exc, "EXIT_CODE", 2)     # 2: bad input; others say so (TrackingUnavailable: 75)
+    except Exception as exc:
+        from study.tracking_backlog import TrackingUnavailable, is_outage, why
+
+        if not is_outage(exc):                  # a tracking server away (status, report, ...): say so
+            raise
+        print(f"loopstudy: error: MLflow's tracking server does not answer ({why(exc)}): start it, or wait "
+              "for it, and run the command again", file=sys.stderr)
+        return TrackingUnavailable.EXIT_CODE
     except KeyboardInterrupt:
         print("loopstudy: interrupted", file=sys.stderr)
         return 130

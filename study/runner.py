@@ -33,6 +33,7 @@ from .spec import StudyError, StudySpec
 from .stores import Stores
 from .study_lock import StudyLock
 from .tracking import Tracker, TrackingCallback
+from .tracking_backlog import wait_limit_s
 
 
 @dataclass
@@ -236,7 +237,7 @@ def _run_locked(spec: StudySpec, stores: Stores, cpus: int) -> StudyResult:
     if not (stores.root / BASE_CONFIGS).is_file():
         _write_base_configs(spec, stores)
     stores.study_file.write_text(spec.to_yaml())
-    tracker = Tracker(stores)
+    tracker = Tracker(stores, wait_s=wait_limit_s())    # waits out a tracking server's outage
     tracker.start_parent(spec)
     tracker.tag_parent({SCIENTIFIC_VALUES: json.dumps(spec.scientific), CONFOUNDS: json.dumps(spec.confounds),
                         POINTS: json.dumps([p.label for p in spec.phases if p.label])})

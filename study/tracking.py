@@ -10,9 +10,14 @@ with `state_reason`), and config.yaml, eval.png, summary.json (and a probe trial
 probe/probe.png, probe/summary.json) as artifacts. Every write is one batched
 request (`log_batch`). Runs are found again by tag, so a resumed study re-attaches to them
 instead of creating duplicates.
+
+While a tracking server is away, trial events go to a backlog instead (study/tracking_backlog.py)
+and are sent when it answers again; in a study's driver, whatever needs MLflow's answer to go on
+(a phase's end) waits for it, up to LOOPSTUDY_MLFLOW_WAIT_S.
 """
 from __future__ import annotations
 
+import functools
 import json
 import platform
 import subprocess
@@ -34,9 +39,12 @@ from trainables.config import Config, Schedule, from_dict
 from trainables.probing import PROBE_FOLDER
 
 from .outcome import FROM_OPTUNA, MLFLOW_STATUS, classify
+from .stores import SERVERS, Stores
+from .tracking_backlog import (BACKLOG, Backlog, Outage, TrackingUnavailable, answers,
+                               is_outage, why)
 
 SEARCH_BEST = "search_best"     # tag of the best search trial (of each scientific point): one seed
-from .stores import Stores
+WAIT_PROBE_S = 5.0              # how often a driver waiting for the tracking server probes it
 
 
 def trial_config(tune_config: dict) -> Config:
@@ -133,29 +141,131 @@ def _batched(items: list, size: int = 100):
         yield items[i:i + size]
 
 
+def _needs_mlflow(at_start: bool = False):
+    """For a Tracker method that cannot go on without MLflow's answer: first send the backlog;
+    while the tracking server is away, wait for it (up to the tracker's `wait_s`: a running
+    study's driver waits, other commands do not) or, `at_start` of a study, say at once that it
+    does not answer."""
+    def decorate(method):
+        @functools.wraps(method)
+        def steady(self: "Tracker", *args, **kwargs):
+            deadline = time.monotonic() + (0 if at_start else self.wait_s)
+            while True:
+                self.wait_for_mlflow(deadline)
+                try:
+                    return method(self, *args, **kwargs)
+                except Exception as error:
+                    if not self._away(error):
+                        raise
+                    if time.monotonic() >= deadline:
+                        raise self._unavailable(error) from None
+        return steady
+    return decorate
+
+
 class Tracker:
     """MLflow reads and writes for one study. Picklable (Tune pickles its callbacks)."""
 
-    def __init__(self, stores: Stores):
-        self.__setstate__({"stores": stores})
+    def __init__(self, stores: Stores, wait_s: float = 0.0):
+        self.__setstate__({"stores": stores, "wait_s": wait_s})
 
     def __getstate__(self):
-        return {"stores": self.stores}
+        return {"stores": self.stores, "wait_s": self.wait_s}
 
     def __setstate__(self, state):
-        self.stores = state["stores"]
+        self.stores, self.wait_s = state["stores"], state.get("wait_s", 0.0)   # a study started before wait_s
         self._client: MlflowClient | None = None
         self._ids: dict[str, str] = {}           # "experiment", "parent" -> id
         self._runs: dict[str, str] = {}          # Tune trial id -> run id
         self._last_step: dict[str, int] = {}     # run id -> last step already logged
         self._nodes: dict[str, list[str]] = {}   # run id -> Ray node ids it ran on, in order
         self._closed: set[str] = set()           # runs that ended before a resume: left as they are
+        self.backlog = Backlog(self.stores.root / BACKLOG)
+        self.outage = Outage(self.stores.mlflow_shown, self.backlog)
 
     @property
     def client(self) -> MlflowClient:
         if self._client is None:
             self._client = MlflowClient(tracking_uri=self.stores.mlflow_uri)
         return self._client
+
+    # ------------------------------------------------------------ while the server is away
+
+    def _away(self, error: BaseException) -> bool:
+        """Whether `error` means a tracking server is away (noted, and said once); a local
+        store's errors are never an outage."""
+        if not self.stores.mlflow_uri.startswith(SERVERS) or not is_outage(error):
+            return False
+        self.outage.went_away(error)
+        return True
+
+    def _unavailable(self, error: BaseException | None = None) -> TrackingUnavailable:
+        kept = len(self.backlog)
+        return TrackingUnavailable(
+            f"'storage.mlflow' {self.stores.mlflow_shown} does not answer"
+            + (f" ({why(error)})" if error else "") + (
+                f"; {kept} trial events are kept in {self.backlog.path} and the run folders: start the "
+                f"server, then `loopstudy sync {self.stores.root}` or `loopstudy resume {self.stores.root}`"
+                if kept else ": start it (`loopstudy server`), or fix the address"))
+
+    def record(self, event: dict) -> None:
+        """A trial event from Tune's callback, written to MLflow now, or kept in the backlog (in
+        order, behind any kept before) while the tracking server is away: never waits for it."""
+        if not self.send_backlog():
+            self.backlog.append(event)
+            return
+        try:
+            self._apply(event)
+        except Exception as error:
+            if not self._away(error):
+                raise
+            self.backlog.append(event)
+
+    def send_backlog(self, probe_now: bool = False) -> bool:
+        """Send the kept events, if the server answers (while it is away, probed at most every
+        PROBE_EVERY_S unless `probe_now`); whether it is back and none is left."""
+        if self.outage.since is None and not self.backlog.path.is_file():
+            return True
+        if not (self.outage.may_probe() or probe_now) or not answers(self.stores.mlflow_uri):
+            return False
+        events = self.backlog.events()
+        for sent, event in enumerate(events):
+            try:
+                self._apply(event)
+            except Exception as error:
+                if not self._away(error):
+                    raise
+                self.backlog.keep(events[sent:])
+                return False
+        self.backlog.keep([])
+        self.outage.back(len(events))
+        return True
+
+    def wait_for_mlflow(self, deadline: float) -> None:
+        """Send the backlog, waiting until `deadline` (time.monotonic()) for the server."""
+        said = False
+        while not self.send_backlog(probe_now=True):
+            if time.monotonic() >= deadline:
+                raise self._unavailable()
+            if not said:
+                print(f"mlflow: waiting for {self.stores.mlflow_shown} ({len(self.backlog)} events kept in "
+                      f"{self.backlog.path}; up to {deadline - time.monotonic():.0f} s more; Ctrl-C stops, "
+                      f"then `loopstudy sync {self.stores.root}` sends them)", flush=True)
+                said = True
+            time.sleep(WAIT_PROBE_S)
+
+    def _apply(self, event: dict) -> None:
+        """One trial event (TrackingCallback's), written to MLflow; idempotent."""
+        tune_id, tune_config = event["tune_id"], event.get("config")
+        if event["event"] == "start":
+            self.child(tune_id, tune_config)
+        elif event["event"] == "result":
+            self.log_result(tune_id, tune_config, event["result"])
+        else:
+            self.end_child(self.child(tune_id, tune_config), event["state"], event["reason"],
+                           Path(event["run_dir"]) if event.get("run_dir") else None)
+
+    # ------------------------------------------------------------ the study's experiment
 
     @property
     def experiment_id(self) -> str:
@@ -169,6 +279,7 @@ class Tracker:
         where = " and ".join(f"tags.{k} = '{v}'" for k, v in tags.items())
         return list(self.client.search_runs([self.experiment_id], where, max_results=10_000))
 
+    @_needs_mlflow()
     def children(self, role: str = TRIAL, point: str = "") -> list:
         """The runs of the search's trials (or of the replicates, role=REPLICATE); with `point`,
         only those of that scientific point ("s=1")."""
@@ -184,6 +295,7 @@ class Tracker:
             self._ids["parent"] = found[0].info.run_id
         return self._ids["parent"]
 
+    @_needs_mlflow(at_start=True)
     def start_parent(self, spec) -> str:
         """The study's parent run: created once, set RUNNING again on resume."""
         run_id = self.parent_id()
@@ -212,12 +324,14 @@ class Tracker:
                                                 indent=1, default=str), "space.json")
         return run_id
 
+    @_needs_mlflow()
     def tag_parent(self, tags: dict[str, str], metrics: dict[str, float] | None = None) -> None:
         """Tags (and metrics) on the study's parent run, in one request."""
         now = int(time.time() * 1000)
         self.client.log_batch(self.parent_id(), tags=[RunTag(k, str(v)) for k, v in tags.items()],
                               metrics=[Metric(k, float(v), now, 0) for k, v in (metrics or {}).items()])
 
+    @_needs_mlflow()
     def end_parent(self, state: str, summary: dict) -> None:
         run_id = self.parent_id()
         tags = [RunTag(STATE, state)] + [RunTag(k, str(v)) for k, v in summary.items()]
@@ -226,24 +340,26 @@ class Tracker:
 
     # ------------------------------------------------------------ one child run per trial
 
-    def child(self, trial) -> str:
-        """The run of a Tune trial: found by tag (also after a resume), else created."""
-        if trial.trial_id in self._runs:
-            return self._runs[trial.trial_id]
-        found = self._find(**{TUNE_ID: trial.trial_id})
+    def child(self, tune_id: str, tune_config: dict | None) -> str:
+        """The run of a Tune trial: found by tag (also after a resume), else created (from its
+        Tune config)."""
+        if tune_id in self._runs:
+            return self._runs[tune_id]
+        found = self._find(**{TUNE_ID: tune_id})
         if found:
             run_id = found[0].info.run_id
             if found[0].info.status != RUNNING.upper():
                 self._closed.add(run_id)
+            elif not found[0].data.params:          # created, then the server went away
+                self._describe(run_id, tune_config)
             self._last_step[run_id] = int(found[0].data.tags.get(STEPS, -1))   # set with each logged batch
             self._nodes[run_id] = [n for n in found[0].data.tags.get("nodes", "").split(",") if n]
         else:
-            run_id = self._create_child(trial.trial_id, trial.config)
-        self._runs[trial.trial_id] = run_id
+            run_id = self._create_child(tune_id, tune_config)
+        self._runs[tune_id] = run_id
         return run_id
 
     def _create_child(self, tune_id: str, tune_config: dict) -> str:
-        config = trial_config(tune_config)
         tags = {"mlflow.parentRunId": self.parent_id(), ROLE: tune_config.get("phase", TRIAL),
                 TUNE_ID: tune_id, NUMBER: str(tune_config["trial"]), REPEAT: str(tune_config["repeat"]),
                 STATE: RUNNING, STEPS: "0", SAMPLED: json.dumps(tune_config["sampled"]),
@@ -251,24 +367,29 @@ class Tracker:
                 CONFIG_HASH: tune_config[CONFIG_HASH]}
         run_id = self.client.create_run(self.experiment_id, run_name=trial_name(tune_config),
                                         tags=tags).info.run_id
+        self._last_step[run_id] = -1
+        self._nodes[run_id] = []
+        self._describe(run_id, tune_config)
+        return run_id
+
+    def _describe(self, run_id: str, tune_config: dict) -> None:
+        """A trial run's params and config.yaml (idempotent: the same values again)."""
+        config = trial_config(tune_config)
         params = [Param(k, str(v)) for k, v in logged_params(config, self.trainable).items()]
         for chunk in _batched(params):
             self.client.log_batch(run_id, params=chunk)
         self.client.log_text(run_id, config.to_yaml(), "config.yaml")
-        self._last_step[run_id] = -1
-        self._nodes[run_id] = []
-        return run_id
 
     def _tag_node(self, run_id: str, result: dict) -> None:
         """Tag the node a result came from, when it is not the one already tagged."""
         node, seen = result.get("node_id"), self._nodes[run_id]
         if node and (not seen or seen[-1] != node):
-            seen.append(node)
-            self.client.log_batch(run_id, tags=[RunTag("node_id", node), RunTag("nodes", ",".join(seen)),
+            self.client.log_batch(run_id, tags=[RunTag("node_id", node), RunTag("nodes", ",".join(seen + [node])),
                                                 RunTag("node_ip", str(result.get("node_ip", "")))])
+            seen.append(node)
 
-    def log_result(self, trial, result: dict) -> None:
-        run_id = self.child(trial)
+    def log_result(self, tune_id: str, tune_config: dict | None, result: dict) -> None:
+        run_id = self.child(tune_id, tune_config)
         step = int(result.get("step", 0))
         if run_id in self._closed:
             return
@@ -288,7 +409,7 @@ class Tracker:
 
     def end_child(self, run_id: str, state: str, reason: str, run_dir: Path | None = None) -> None:
         """Close a trial's run: its state and reason, the loop count b it trained at its last
-        step, its science curves (from summary.json) and its files."""
+        step, its science curves (from summary.json, once) and its files."""
         if run_id in self._closed:
             return
         run = self.client.get_run(run_id)
@@ -296,16 +417,19 @@ class Tracker:
         b = loops_trained(run.data.params, int(run.data.tags.get(STEPS, 0)))
         tags += [RunTag(B_TRAINED, str(b))] if b is not None else []
         self.client.log_batch(run_id, tags=tags)
-        for chunk in _batched(science_curves(run_dir) if run_dir else [], 1000):
+        curves_logged = any(key.startswith(CURVES) for key in run.data.metrics)   # before the server went away
+        for chunk in _batched(science_curves(run_dir) if run_dir and not curves_logged else [], 1000):
             self.client.log_batch(run_id, metrics=chunk)
         for folder, name in [("", "eval.png"), ("", "summary.json"),
                              (PROBE_FOLDER, "probe.png"), (PROBE_FOLDER, "summary.json")]:
             if run_dir and (run_dir / folder / name).is_file():
                 self.client.log_artifact(run_id, str(run_dir / folder / name), folder or None)
         self.client.set_terminated(run_id, MLFLOW_STATUS[state])
+        self._closed.add(run_id)
 
     # ------------------------------------------------------------ after the run
 
+    @_needs_mlflow()
     def reconcile(self, study: optuna.Study, point: str = "") -> None:
         """Close every child run (of scientific `point`) still RUNNING from its Optuna trial's
         final state and reason, and tag the search's best trial (one objective: `search_best`,
@@ -335,16 +459,20 @@ class TrackingCallback(Callback):
         self.tracker, self.max_steps = tracker, max_steps
 
     def on_trial_start(self, iteration, trials, trial, **info):
-        self.tracker.child(trial)
+        self.tracker.record({"event": "start", "tune_id": trial.trial_id, "config": trial.config})
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        self.tracker.log_result(trial, result)
+        kept = {k: v for k, v in result.items() if k in ("step", "node_id", "node_ip") or "/" in k}
+        self.tracker.record({"event": "result", "tune_id": trial.trial_id, "result": kept})
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         state, reason = classify(trial.last_result, False, self.max_steps)
-        self.tracker.end_child(self.tracker.child(trial), state, reason, Path(trial.path))
+        self._end(trial, state, reason)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         error = (trial.get_error() or "").strip().splitlines()
-        reason = error[-1] if error else "the trial raised an error"
-        self.tracker.end_child(self.tracker.child(trial), FAILED, reason[:500], Path(trial.path))
+        self._end(trial, FAILED, (error[-1] if error else "the trial raised an error")[:500])
+
+    def _end(self, trial, state: str, reason: str) -> None:
+        self.tracker.record({"event": "end", "tune_id": trial.trial_id, "config": trial.config, "state": state,
+                             "reason": reason, "run_dir": trial.path})

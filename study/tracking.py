@@ -32,100 +32,17 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from ray.tune import Callback
 
-from analysis.layout import (B_TRAINED, CONFIG_HASH, FAILED, NUMBER, PARENT, POINT, REASON, REPEAT,
-                             REPLICATE, ROLE, RUNNING, SAMPLED, STATE, STEPS, TRIAL, TUNE_ID, VERSIONED, fmt,
-                             short_label)
-from trainables.config import Config, Schedule, from_dict
+from analysis.layout import (B_TRAINED, CONFIG_HASH, FAILED, NUMBER, PARENT, POINT, REASON, REPEAT, ROLE,
+                             RUNNING, SAMPLED, STATE, STEPS, TRIAL, TUNE_ID, VERSIONED)
 from trainables.probing import PROBE_FOLDER
 
 from .outcome import FROM_OPTUNA, MLFLOW_STATUS, classify
 from .stores import SERVERS, Stores
-from .tracking_backlog import (BACKLOG, Backlog, Outage, TrackingUnavailable, answers,
-                               is_outage, why)
+from .tracking_backlog import BACKLOG, Backlog, Outage, TrackingUnavailable, answers, is_outage, why
+from .trial_run import CURVES, logged_params, loops_trained, science_curves, trial_config, trial_name
 
 SEARCH_BEST = "search_best"     # tag of the best search trial (of each scientific point): one seed
 WAIT_PROBE_S = 5.0              # how often a driver waiting for the tracking server probes it
-
-
-def trial_config(tune_config: dict) -> Config:
-    """The trial's config, as the driver resolved it into its Tune config."""
-    return from_dict(tune_config["config"])
-
-
-def trial_name(tune_config: dict) -> str:
-    """`t007 s=2 T=15 b=60 D=64` (looped) or `t007 L=12 D=256`, plus other sampled values;
-    `t007r1 ...` for the second seed of a config, `t007.rep1 ... seed=12` for a replicate. b is
-    the loop count the curriculum trains: `b=8..12` when it still grows within training."""
-    config, sampled, number = trial_config(tune_config), tune_config["sampled"], tune_config["trial"]
-    m, tr = config.model, config.training
-    first, last = config.loops_trained()
-    trained = f"{first}..{last}" if first != last else last     # the b actually trained, not the end
-    shown = {"s": tr.loop_dilation, "T": tr.n_loop_window, "b": trained} \
-        if m.family == "looped" else {"L": m.n_layer}
-    shown["D"] = m.n_embd
-    for key, value in sampled.items():
-        shown.setdefault(short_label(key), value)
-    label = f"t{number:03d}"
-    if tune_config.get("phase") == REPLICATE:
-        label += f".rep{tune_config['repeat']}"
-    elif tune_config["repeats"] > 1:
-        label += f"r{tune_config['repeat']}"
-    return " ".join([label] + [f"{k}={fmt(v, 3)}" for k, v in shown.items()])
-
-
-# ------------------------------------------------------------ what a trial's run holds
-
-# task fields read by one task only (trainables/tasks.py); the probe and synthetic sections are
-# read by the trainable of that name only
-TASK_FIELD_READER = {"task.sparsity": "sparse_linear_regression", "task.noise_std": "noisy_linear_regression",
-                     "task.hidden": "relu_2nn_regression", "task.depth": "decision_tree"}
-TRAINABLE_SECTIONS = ("probe", "synthetic")
-CURVES = "curve/"            # metric namespace of the science curves, stepped by k or by iteration
-
-
-def logged_params(config: Config, trainable: str) -> dict[str, object]:
-    """The config fields a trial's run logs as params: those its trainable and task read, and
-    any other not at its default (so that the params still rebuild the exact config; the whole
-    config is the run's config.yaml)."""
-    defaults = Config().flat()
-
-    def read(key: str) -> bool:
-        section = key.split(".", 1)[0]
-        if section in TRAINABLE_SECTIONS:
-            return trainable == section
-        return TASK_FIELD_READER.get(key, config.task.name) == config.task.name
-
-    return {k: v for k, v in config.flat().items() if read(k) or v != defaults.get(k)}
-
-
-def loops_trained(params: dict[str, str], steps: int) -> int | None:
-    """b at a looped run's last training step (of `steps`), from its params; None otherwise."""
-    if params.get("model.family") != "looped" or steps < 1:
-        return None
-    loops = Schedule(*(int(params[f"curriculum.loops.{k}"]) for k in ("start", "end", "inc", "interval")))
-    return loops.value(min(steps, int(params["training.train_steps"])) - 1)
-
-
-def science_curves(run_dir: Path) -> list[Metric]:
-    """A finished trial's curves from its summary.json files, as metrics MLflow can overlay
-    across runs: error vs in-context examples (step = k, the examples before the query), for a
-    looped model last-point error vs loop iteration (step = iteration) and the error curve at
-    each extra eval.iteration_counts value, for a probe trial probe error vs state."""
-    now = int(time.time() * 1000)
-    curves: dict[str, list] = {}
-    if (run_dir / "summary.json").is_file():
-        evaluation = json.loads((run_dir / "summary.json").read_text()).get("eval") or {}
-        curves[CURVES + "err_vs_k"] = evaluation.get("curve", [])
-        curves[CURVES + "err_vs_iteration"] = [None] + evaluation.get("last_point_vs_iteration", [])
-        for count, curve in (evaluation.get("curves_at_iterations") or {}).items():
-            if curve != evaluation.get("curve"):
-                curves[f"{CURVES}err_vs_k_at_{count}_iterations"] = curve
-    if (run_dir / PROBE_FOLDER / "summary.json").is_file():
-        probe = json.loads((run_dir / PROBE_FOLDER / "summary.json").read_text())
-        curves[CURVES + "probe_err_vs_state"] = probe.get("err") or []
-        curves[CURVES + "probe_control_err_vs_state"] = probe.get("control_err") or []
-    return [Metric(key, float(value), now, step) for key, values in curves.items()
-            for step, value in enumerate(values) if value is not None]
 
 
 def _git(*args: str) -> str:

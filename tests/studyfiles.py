@@ -36,6 +36,17 @@ def write_study(tmp_path: Path, name: str, **fields) -> Path:
     return path
 
 
+def cli_error(capsys, *args: str) -> str:
+    """The CLI in this process (the code of `loopstudy ...`): it must exit 2 with one error line."""
+    from study.cli import main
+
+    assert main(list(args)) == 2
+    out, err = capsys.readouterr()
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("loopstudy: error: "), err
+    return lines[0]
+
+
 def cli(*args: str, cwd: Path, timeout: float = 400) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "study.cli", *args], cwd=cwd, env=ENV,
                           capture_output=True, text=True, timeout=timeout)

@@ -1,7 +1,8 @@
 """Bad input of every kind: each malformed config, override, space, study file or store gives one
 clear error naming the file and the field (ConfigError / SpaceError / StudyError; exit 2 from the
 CLI), never a library's traceback, and nothing already recorded is touched. Fast tier: no Ray
-started. The properties are hypothesis searches over mutated valid inputs and raw garbage."""
+started. The properties are hypothesis searches over mutated valid inputs and raw garbage.
+Damaged run folders (checkpoints, metrics): tests/test_damaged_run_folders.py."""
 import copy
 import datetime
 import math
@@ -9,7 +10,6 @@ import re
 import shutil
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 
 import optuna
@@ -19,14 +19,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import search_spaces
-from conftest import TINY
 from search_spaces import Space, SpaceError
-from study.cli import main
 from study.spec import STUDY_FILE, StudyError, StudySpec, parse_study, read_study_file
-from studyfiles import ENV
-from trainables import train
+from studyfiles import ENV, cli_error
 from trainables.config import Config, ConfigError, field_kind, from_dict, load_config, preset_data
-from trainables.run_folder import latest_checkpoint, load_run_config, load_state, read_metrics
 
 BASE = "paper_linear_regression_looped_cpu"
 VALID = preset_data("seed_dilation_cpu")[0]
@@ -287,15 +283,6 @@ def test_the_cli_gives_one_error_line_and_writes_nothing(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["unclosed.yaml"]
 
 
-def _cli(capsys, *args: str) -> str:
-    """The CLI in this process (the code of `loopstudy ...`): it must exit 2 with one error line."""
-    assert main(list(args)) == 2
-    out, err = capsys.readouterr()
-    lines = err.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("loopstudy: error: "), err
-    return lines[0]
-
-
 @pytest.mark.parametrize("args, message", [
     (["train", BASE, "--set", "training.learning_rate=.inf"], "'training.learning_rate' must be a finite number"),
     (["train", BASE, "--set", "training=5", "--set", "training.seed=1"], "'training' must be a mapping"),
@@ -309,7 +296,7 @@ def test_more_bad_input_through_the_cli_writes_nothing(tmp_path, monkeypatch, ca
     (tmp_path / "list.yaml").write_text("- name: x\n")
     nan = {**_study(tmp_path), "overrides": {"training.learning_rate": float("nan")}}
     (tmp_path / "nan.yaml").write_text(yaml.safe_dump(nan))
-    assert message in _cli(capsys, *args)
+    assert message in cli_error(capsys, *args)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["binary.yaml", "list.yaml", "nan.yaml"]
 
 
@@ -337,7 +324,7 @@ def test_a_damaged_store_is_named_and_left_as_it_is(results, capsys, store, kind
     (results / store).write_bytes(_damaged(kind, good))
     before = (results / store).read_bytes()
     for command in ("status", "report", "resume", "export"):
-        line = _cli(capsys, command, "fuzz", "--results-root", str(results.parent))
+        line = cli_error(capsys, command, "fuzz", "--results-root", str(results.parent))
         assert f"{results / store}: not {'Optuna' if store == 'optuna.db' else 'MLflow'}'s store" in line
     assert (results / store).read_bytes() == before
     assert sorted(p.name for p in results.iterdir()) == sorted({"optuna.db", "study.yaml", store})
@@ -346,7 +333,7 @@ def test_a_damaged_store_is_named_and_left_as_it_is(results, capsys, store, kind
 def test_one_store_in_place_of_the_other_is_refused_unwritten(results, capsys):
     shutil.copy(results / "optuna.db", results / "mlflow.db")
     before = (results / "mlflow.db").read_bytes()
-    line = _cli(capsys, "status", str(results))
+    line = cli_error(capsys, "status", str(results))
     assert f"{results / 'mlflow.db'}: not MLflow's store: a SQLite database without MLflow's tables" in line
     assert (results / "mlflow.db").read_bytes() == before
 
@@ -373,106 +360,13 @@ def test_a_garbage_optuna_journal_is_named(tmp_path):
 
 def test_an_edited_study_yaml_is_named(results, capsys):
     (results / STUDY_FILE).write_text("name: fuzz\nbudget: {num_samples: 2\n")
-    line = _cli(capsys, "status", "fuzz", "--results-root", str(results.parent))
+    line = cli_error(capsys, "status", "fuzz", "--results-root", str(results.parent))
     assert f"{results / STUDY_FILE}: not valid YAML: line 3" in line
 
 
 def test_a_missing_study_lists_the_studies_found(results, capsys):
-    line = _cli(capsys, "status", "fuz", "--results-root", str(results.parent))
+    line = cli_error(capsys, "status", "fuz", "--results-root", str(results.parent))
     assert "no study 'fuz'" in line and "did you mean 'fuzz'?" in line and "studies in" in line
-
-
-# ---------------------------------------------------------------- run folders: checkpoints, metrics
-
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory) -> Path:
-    """A tiny real training run: checkpoints at steps 10 and 20, metrics every 5 steps."""
-    run = tmp_path_factory.mktemp("run") / "run"
-    config = load_config(BASE, TINY + ["training.train_steps=20", "training.checkpoint_every=10",
-                                       "training.eval_every=10", "training.log_every=5"])
-    train(config, out_dir=run, num_threads=1)
-    return run
-
-
-@pytest.fixture
-def run(finished_run, tmp_path) -> Path:
-    copy = tmp_path / "run"
-    shutil.copytree(finished_run, copy)
-    return copy
-
-
-def _state(run: Path) -> Path:
-    return latest_checkpoint(run) / "state.pt"
-
-
-def _make_damage(kind: str, path: Path) -> None:
-    good = path.read_bytes()
-    path.write_bytes({"half": good[:len(good) // 2], "ten bytes": good[:10], "empty": b"",
-                      "garbage": bytes(range(256)) * 20, "text": b"hello\n",
-                      "plain pickle": b"\x80\x04\x95\x06\x00\x00\x00\x00\x00\x00\x00}\x94.",
-                      "zip of something else": _zip_bytes(path.parent / "other.zip"),
-                      "first record zeroed": bytes(4) + good[4:]}[kind])
-
-
-def _zip_bytes(path: Path) -> bytes:
-    with zipfile.ZipFile(path, "w") as archive:
-        archive.writestr("hello.txt", "hello")
-    data = path.read_bytes()
-    path.unlink()
-    return data
-
-
-@pytest.mark.parametrize("kind", ["half", "ten bytes", "empty", "garbage", "text", "plain pickle",
-                                  "zip of something else", "first record zeroed"])
-def test_a_damaged_checkpoint_is_refused_naming_the_file(run, kind):
-    path = _state(run)
-    _make_damage(kind, path)
-    with pytest.raises(ConfigError, match=f"^{re.escape(str(path))}: (not a checkpoint|a damaged checkpoint)"):
-        load_state(path.parent)
-
-
-def test_train_resume_from_a_cut_checkpoint_names_it_and_keeps_the_run(run, capsys):
-    path = _state(run)
-    path.write_bytes(path.read_bytes()[:1000])
-    metrics = (run / "metrics.jsonl").read_bytes()
-    line = _cli(capsys, "train", "--resume", str(run))
-    assert f"{path}: not a checkpoint" in line
-    assert (run / "metrics.jsonl").read_bytes() == metrics
-
-
-def test_a_half_written_checkpoint_folder_is_not_resumed_from(run):
-    (run / "checkpoints" / "step_00000030.tmp").mkdir()
-    (run / "checkpoints" / "step_00000030.tmp" / "state.pt").write_bytes(b"cut")
-    assert latest_checkpoint(run).name == "step_00000020"
-
-
-def test_a_metrics_line_cut_by_a_crash_is_dropped_on_resume(run):
-    complete = read_metrics(run)
-    text = (run / "metrics.jsonl").read_text()
-    cut = len(text) - 1 - len(text.splitlines()[-1]) // 2          # mid-way through the last line
-    (run / "metrics.jsonl").write_text(text[:cut])
-    assert read_metrics(run) == complete[:-1]
-    shutil.rmtree(run / "checkpoints" / "step_00000020")           # resume from step 10
-    config, checkpoint = load_run_config(run)
-    train(config, out_dir=run, resume_from=checkpoint, num_threads=1)
-    assert [e["step"] for e in read_metrics(run)] == [e["step"] for e in complete]
-    assert (run / "metrics.jsonl").read_text().endswith("}\n")
-
-
-def test_a_garbage_line_inside_metrics_names_the_file_and_line(run):
-    lines = (run / "metrics.jsonl").read_text().splitlines()
-    (run / "metrics.jsonl").write_text("\n".join(lines[:1] + ["{garbage"] + lines[1:]) + "\n")
-    with pytest.raises(ConfigError, match=f"{re.escape(str(run / 'metrics.jsonl'))}: line 2 is not an event"):
-        read_metrics(run)
-
-
-def test_a_run_config_edited_into_garbage_names_the_file(run, capsys):
-    (run / "config.yaml").write_text("training: {seed: [\n")
-    line = _cli(capsys, "train", "--resume", str(run))
-    assert f"{run / 'config.yaml'}: not valid YAML" in line
-    (run / "config.yaml").write_text("training: {seed: 1.5}\n")
-    line = _cli(capsys, "train", "--resume", str(run))
-    assert f"{run / 'config.yaml'}: 'training.seed' must be an integer" in line
 
 
 def test_a_yaml_date_is_no_number():

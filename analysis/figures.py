@@ -18,6 +18,7 @@ from .verdict import MIN_SEEDS, PREDICT_ZERO, mean_interval  # noqa: E402
 
 
 EDGE_TRIALS = 8        # completed trials that varied a parameter before its range's edge is judged
+ANNOTATED = 20         # pruned trials each labelled with their step; more: the steps in the legend
 
 
 def _scale_y(ax, values: list[float]) -> None:
@@ -71,7 +72,7 @@ def curves_by_value(record: StudyRecord, param: str, path: Path) -> dict:
         floor = min(min(v["lo"]) for v in plotted.values())
         ax.set_ylim(bottom=max(floor / 30, 1e-6))
     ax.set(xlabel="in-context examples k", ylabel="squared error / normaliser", yscale="log",
-           title=f"{record.name}: error vs examples by {long_label(param)} (band: lowest to highest seed)")
+           title=f"{record.name}: error vs examples by {long_label(param)}\n(band: lowest to highest seed)")
     searched = sorted({t.sampled[param] for t in record.trials if param in t.sampled})
     missing = [v for v in searched if v not in plotted]
     if missing:
@@ -85,9 +86,9 @@ def isolation(answer, path: Path) -> dict:
     """The objective of each compared value at its own best nuisance settings: every seed (dots),
     the mean and its 90% interval (or, with fewer than MIN_SEEDS seeds, the range); predicting 0
     for scale. Two scientific parameters: a heat map of the means, the intervals as text."""
-    groups = answer.groups
+    groups = answer.shown                     # a plain study: its best configs, not all of them
     points = [dict(p.split("=", 1) for p in g.label.split()) for g in groups]
-    two = len(points[0]) == 2 if points else False
+    two = answer.scientific and len(points[0]) == 2 if points else False
     plotted = {g.label: {"values": g.values, "mean": g.mean,
                          "interval": list(mean_interval(g.values)) if len(g.values) >= MIN_SEEDS else None}
                for g in groups}
@@ -122,8 +123,10 @@ def isolation(answer, path: Path) -> dict:
         ax.plot([], [], "o-", color="C0", alpha=0.5, label="one seed (lines join a seed across values)")
         ax.errorbar([], [], yerr=[], fmt="s", color="k", capsize=5,
                     label=f"mean, 90% interval ({MIN_SEEDS}+ seeds) or range")
-        ax.set_xticks(range(len(groups)), [g.label for g in groups])
-        ax.set(ylabel=answer.metric, title="each value at its own best nuisance settings")
+        ax.set_xticks(range(len(groups)), [g.label for g in groups], rotation=0 if answer.scientific else 30,
+                      ha="center" if answer.scientific else "right", fontsize=None if answer.scientific else 7)
+        ax.set(ylabel=answer.metric, title="each value at its own best nuisance settings" if answer.scientific
+               else f"the {len(groups)} best of {len(answer.groups)} configs")
         ax.legend(fontsize=7)
     _save(fig, path)
     return {"series": plotted, "heat_map": two}
@@ -174,9 +177,12 @@ def objective_by_param(record: StudyRecord, ranges: dict[str, tuple], path: Path
             shown = [t for t in record.trials if t.state == state and param in t.sampled
                      and t.value(metric) is not None]
             if shown:
+                stopped = (" (at the step it stopped)" if len(shown) <= ANNOTATED else
+                           f" (stopped at step {', '.join(map(str, sorted({t.steps for t in shown})))})")
                 ax.scatter([t.sampled[param] for t in shown], [t.value(metric) for t in shown],
-                           label=state + (" (at the step it stopped)" if state == "pruned" else ""), **style)
-            for t in shown if state == "pruned" else []:
+                           label=f"{state}{stopped if state == 'pruned' else ''} ({len(shown)})",
+                           alpha=0.5 if len(shown) > ANNOTATED else 1, **style)
+            for t in shown if state == "pruned" and len(shown) <= ANNOTATED else []:
                 ax.annotate(f"@{t.steps}", (t.sampled[param], t.value(metric)), fontsize=6, color="C1",
                             xytext=(3, 3), textcoords="offset points")
         _scale_y(ax, [t.value(metric) for t in record.trials if param in t.sampled and t.value(metric)])
@@ -273,6 +279,8 @@ def probe_by_state(record: StudyRecord, path: Path) -> dict | None:
     loop iteration (standard and looped side by side), its control dashed; None without probes."""
     from trainables.plots import plot_probe
 
+    if record.parent["params"].get("trainable", "probe") != "probe":
+        return None             # only a probe trial has probes: no artifact listing per trial
     summaries, plotted = [], {}
     for trial in record.ranked():
         summary = record.artifact_json(trial, "probe/summary.json")

@@ -51,8 +51,10 @@ def write_report(record: StudyRecord, space_params: dict, study_file: str, out: 
     lines += ["## Answer", "", *(f"- {line.strip()}" for line in result.lines()), ""]
     if len(result.groups) > 1:
         data["isolation.png"] = figures.isolation(result, out / "isolation.png")
-        lines += ["Each compared value at its own best nuisance settings (dots: seeds; bar: mean and "
-                  f"90% interval with {verdict.MIN_SEEDS}+ seeds, else the range):", "", "![](isolation.png)", ""]
+        which = ("Each compared value at its own best nuisance settings" if result.scientific else
+                 f"The {len(result.shown)} best of {len(result.groups)} configs")
+        lines += [f"{which} (dots: seeds; bar: mean and 90% interval with {verdict.MIN_SEEDS}+ seeds, "
+                  "else the range):", "", "![](isolation.png)", ""]
     lines += ["## Trials", "", f"| trial | state | {metric} | steps | reason |", "|---|---|---|---|---|"]
     for t in sorted(record.trials, key=lambda t: (t.value(metric) is None, t.value(metric) or 0)):
         lines.append(f"| {t.name} | {t.state} | {fmt(t.value(metric)) if t.value(metric) is not None else '-'} "
@@ -117,7 +119,7 @@ def _importance_problem(record: StudyRecord) -> str | None:
 
 
 def _replicate_section(record: StudyRecord, out: Path, data: dict) -> list[str]:
-    groups = [g for g in data["answer"].groups if len(g.values) >= 2]
+    groups = [g for g in data["answer"].shown if len(g.values) >= 2]
     if not groups:
         return ["## Seed replicates", "", "No compared value has two or more completed seeds "
                 "(set `replicates` in the study file to train the best configs again on fresh seeds).", ""]

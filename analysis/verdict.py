@@ -32,6 +32,7 @@ MIN_SEEDS = 5           # fewer: show the seeds and their range, not an interval
 LEARNED_RATIO = 0.75    # "clearly better than trivial": at most this share of the trivial error
 FALLING = 0.05          # "still falling": improved by more than this share over the last interval
 PREDICT_ZERO = 1.0      # the normalised error of predicting 0 (SPEC section 7)
+SHOWN_CONFIGS = 10      # a study without `scientific` states its best configs, not all (500 trials: 300 lines)
 
 
 # Student's t, 95th percentile, by degrees of freedom (1..30; above, the normal's 1.645): a 90%
@@ -251,6 +252,13 @@ class Answer:
     comparisons: list[Comparison]
     search_best: Trial | None                      # one seed
     problems: list[str] = field(default_factory=list)   # each replaces the winner
+    scientific: bool = False                       # groups are scientific points, not configs
+
+    @property
+    def shown(self) -> list[Group]:
+        """The groups stated: every scientific point; of a plain study's configs the
+        SHOWN_CONFIGS best (`status` and the report's trial table list every trial)."""
+        return self.groups if self.scientific else self.groups[:SHOWN_CONFIGS]
 
     @property
     def replicate_best(self) -> Group | None:
@@ -265,11 +273,14 @@ class Answer:
         if self.search_best:
             out.append(f"search best (one seed): {self.search_best.name}: {self.metric}="
                        f"{fmt(self.search_best.value(self.metric))}")
-        for group in self.groups:
+        for group in self.shown:
             seeds = "replicate seeds" if group.runs[0].tags.get("loopstudy_role") == "replicate" else "search"
             nuisance = " ".join(f"{short_label(k)}={fmt(v, 3)}" for k, v in group.nuisance.items())
             out.append(f"  {group.label}{' at ' + nuisance if nuisance and group.label != nuisance else ''}: "
                        f"{self.metric} {spread(group.values)} ({seeds})")
+        if len(self.groups) > len(self.shown):
+            out.append(f"  ({len(self.groups) - len(self.shown)} more configs, ranked below these; `loopstudy status` "
+                       "lists every trial)")
         out += [f"  {c.sentence()}" for c in self.comparisons]
         best = self.replicate_best
         if self.problems:
@@ -287,7 +298,7 @@ class Answer:
         metrics = {}
         if self.search_best:
             metrics[f"search_best/{self.metric}"] = self.search_best.value(self.metric)
-        for group in self.groups:
+        for group in self.shown:
             metrics[f"mean/{group.label}"] = group.mean
             if len(group.values) >= MIN_SEEDS:
                 metrics[f"mean_lo/{group.label}"], metrics[f"mean_hi/{group.label}"] = mean_interval(group.values)
@@ -301,7 +312,8 @@ def answer(record: StudyRecord) -> Answer:
     metric, mode = record.objectives[0]
     found = [g for g in groups(record) if g.runs]
     ranked = record.ranked()
-    result = Answer(metric, mode, found, comparisons(record), ranked[0] if ranked else None)
+    result = Answer(metric, mode, found, comparisons(record), ranked[0] if ranked else None,
+                    scientific=bool(record.points))
     if not found:
         result.problems.append("no completed trial")
         return result

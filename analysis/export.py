@@ -2,7 +2,8 @@
 implementation's layout, and the mapping of a CPU-sized winner back to the full-size problem."""
 from __future__ import annotations
 
-from trainables.config import CPU_SUFFIX, Config, ConfigError, load_config, preset_names
+from trainables.config import Config, ConfigError, load_config
+from trainables.preset_files import CPU_SUFFIX, preset_names
 
 # keys of the reference implementation's config (Leiay/looped_transformer configs/*.yaml)
 REFERENCE_FAMILY = {"standard": "gpt2", "looped": "gpt2_loop"}

@@ -21,8 +21,8 @@ from typing import Callable
 
 import optuna
 
-from trainables.config import (Config, ConfigError, default_loop_start, field_kind, flatten, load_config,
-                               loop_span, source_data)
+from trainables.config import Config, ConfigError, default_loop_start, field_kind, flatten, load_config, loop_span
+from trainables.preset_files import source_data
 from trainables.schema import build, coerce, shown
 
 KINDS = ("categorical", "int", "float")

@@ -66,7 +66,7 @@ def cmd_probe(args) -> None:
 
 
 def cmd_presets(args) -> None:
-    from trainables.config import preset_data, preset_names
+    from trainables.preset_files import preset_data, preset_names
 
     names = preset_names()
     width = max(map(len, names))

@@ -22,7 +22,8 @@ import search_spaces
 from search_spaces import Space, SpaceError
 from study.spec import STUDY_FILE, StudyError, StudySpec, parse_study, read_study_file
 from studyfiles import ENV, cli_error
-from trainables.config import Config, ConfigError, field_kind, from_dict, load_config, preset_data
+from trainables.config import Config, ConfigError, field_kind, from_dict, load_config
+from trainables.preset_files import preset_data
 
 BASE = "paper_linear_regression_looped_cpu"
 VALID = preset_data("seed_dilation_cpu")[0]

@@ -1,7 +1,8 @@
 import pytest
 import yaml
 
-from trainables.config import ConfigError, Schedule, from_dict, load_config, preset_names
+from trainables.config import ConfigError, Schedule, from_dict, load_config
+from trainables.preset_files import preset_names
 
 
 def test_defaults_are_the_reference_values():

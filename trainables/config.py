@@ -9,14 +9,13 @@ import copy
 import dataclasses
 import typing
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Literal
 
 import yaml
 
-from .schema import (ConfigError, build, coerce, did_you_mean, field_types, parse_yaml, read_yaml, shown,
-                     unknown_key)
+from .preset_files import is_config_file, source_data
+from .schema import ConfigError, build, coerce, field_types, merged, parse_yaml, shown, unknown_key
 
 TaskName = Literal["linear_regression", "noisy_linear_regression", "sparse_linear_regression",
                    "relu_2nn_regression", "decision_tree"]
@@ -201,7 +200,7 @@ def from_dict(data: dict) -> Config:
     """Build and validate a Config from a nested mapping (missing keys take defaults)."""
     if not isinstance(data, dict):
         raise ConfigError(f"a config must be a mapping, got {type(data).__name__}")
-    data = _merge(Config().to_dict(), data)
+    data = merged(Config().to_dict(), data)
     loops = data["curriculum"].get("loops") if isinstance(data["curriculum"], dict) else None
     if isinstance(loops, dict) and loops.get("start") is None:
         training = coerce("training", TrainingConfig, data["training"])
@@ -209,16 +208,6 @@ def from_dict(data: dict) -> Config:
     config = build(Config, data)
     validate(config)
     return config
-
-
-def _merge(base: dict, update: dict) -> dict:
-    out = dict(base)
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
 
 
 def field_kind(key: str):
@@ -264,71 +253,6 @@ def apply_overrides(data: dict, overrides: dict[str, object] | list[str]) -> dic
     return data
 
 
-# ---------------------------------------------------------------- presets and files
-
-PRESET_DIR = resources.files("trainables") / "presets"
-CPU_SUFFIX = "_cpu"   # every preset NAME has a CPU-sized variant NAME_cpu (its file's `cpu:` block)
-
-
-def _preset_files() -> list[str]:
-    return sorted(p.name[:-5] for p in PRESET_DIR.iterdir() if p.name.endswith(".yaml"))
-
-
-def preset_names() -> list[str]:
-    return sorted(n + suffix for n in _preset_files() for suffix in ("", CPU_SUFFIX))
-
-
-def _read_yaml(path, label: str) -> dict:
-    data = read_yaml(path, label)
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{label}: expected a mapping at the top level")
-    return data
-
-
-def _preset_layers(name: str) -> tuple[dict, dict, str]:
-    """(full-size mapping, CPU overrides, description) of a preset file, `extends` resolved."""
-    data = _read_yaml(PRESET_DIR / f"{name}.yaml", f"preset {name}")
-    description = data.pop("description", "")
-    cpu = data.pop("cpu", {})
-    parent = data.pop("extends", None)
-    if parent:
-        parent_full, parent_cpu, _ = _preset_layers(parent)
-        data, cpu = _merge(parent_full, data), _merge(parent_cpu, cpu)
-    return data, cpu, description
-
-
-def preset_data(name: str) -> tuple[dict, str]:
-    """A preset's config mapping and its one-line description."""
-    if name not in preset_names():
-        hint = did_you_mean(name, preset_names())
-        raise ConfigError(f"no preset or file named '{name}'{hint} (presets: {', '.join(preset_names())})")
-    if name.endswith(CPU_SUFFIX) and name not in _preset_files():
-        full, cpu, description = _preset_layers(name[:-len(CPU_SUFFIX)])
-        return _merge(full, cpu), f"CPU-sized variant (minutes on 2 cores) of: {description}"
-    full, _, description = _preset_layers(name)
-    return full, description
-
-
-def _is_file(source: str | Path) -> bool:
-    """Whether a config source names a YAML file (else a preset)."""
-    return Path(source).suffix in (".yaml", ".yml") or Path(source).exists()
-
-
-def source_data(source: str | Path) -> dict:
-    """Config mapping from a preset name or a YAML path (a path may also use `extends`)."""
-    path = Path(source)
-    if _is_file(source):
-        if not path.is_file():
-            raise ConfigError(f"config file '{path}' does not exist")
-        data = _read_yaml(path, str(path))
-        data.pop("description", None)
-        parent = data.pop("extends", None)
-        return _merge(preset_data(parent)[0], data) if parent else data
-    return preset_data(str(source))[0]
-
-
 def load_config(source: str | Path | dict | None = None,
                 overrides: dict[str, object] | list[str] = ()) -> Config:
     """Resolve a preset name, YAML path or mapping, apply dotted overrides, validate."""
@@ -341,7 +265,7 @@ def load_config(source: str | Path | dict | None = None,
     try:
         return from_dict(apply_overrides(data, overrides))
     except ConfigError as exc:
-        if isinstance(source, dict) or source is None or not _is_file(source):
+        if isinstance(source, dict) or source is None or not is_config_file(source):
             raise
         raise ConfigError(f"{source}{' with the overrides' if overrides else ''}: {exc}") from None
 

@@ -200,3 +200,14 @@ def build(cls, data: dict, path: str = "", noun: str = "config key"):
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise ConfigError(f"'{path}{f.name}' is required")
     return cls(**values)
+
+
+def merged(base: dict, update: dict) -> dict:
+    """`base` with `update` laid over it, nested mappings merged key by key."""
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merged(out[key], value)
+        else:
+            out[key] = value
+    return out

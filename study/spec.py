@@ -34,12 +34,12 @@ import yaml
 
 import search_spaces
 from trainables.config import Config, ConfigError, apply_overrides, from_dict, load_config
-from trainables.schema import build
+from trainables.schema import build, did_you_mean, read_yaml
 
 from analysis.confounds import confounds
 
 from . import design
-from .stores import Storage
+from .stores import Storage, Stores, check_sqlite_store
 
 SAMPLERS = ("tpe", "random", "brute_force")    # study.searcher maps each to its Optuna sampler
 # what `trainables.train` reports; objectives must be among them
@@ -302,8 +302,6 @@ def parse_study(data, where: str = "<study>") -> StudySpec:
 
 
 def _read(path: Path) -> dict:
-    from trainables.schema import read_yaml
-
     if not path.is_file():
         raise StudyError(f"{path}: no such study file")
     try:
@@ -327,10 +325,6 @@ def read_study_file(path: str | Path) -> StudySpec:
 def find_study(name_or_dir: str | Path, results_root: str | Path = "results") -> StudySpec:
     """The study kept in a results folder: NAME (under results_root) or the folder's path; its
     embedded SQLite stores are checked (read only) before any library opens them."""
-    from trainables.schema import did_you_mean
-
-    from .stores import Stores, check_sqlite_store
-
     folder = Path(name_or_dir)
     if not (folder / STUDY_FILE).is_file():
         folder = Path(results_root) / str(name_or_dir)

@@ -24,9 +24,11 @@ is opened (`Stores.optuna_url`, `Stores.mlflow_uri`; print `optuna_shown`, `mlfl
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import re
+import sqlite3
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -213,8 +215,6 @@ class Stores:
         if self.optuna_url.startswith(JOURNAL):
             from optuna.storages.journal import JournalFileBackend
 
-            from trainables.schema import ConfigError
-
             path = Path(self.optuna_url[len(JOURNAL):])
             path.parent.mkdir(parents=True, exist_ok=True)
             try:
@@ -283,11 +283,6 @@ def check_sqlite_store(url: str, table: str, owner: str) -> None:
     """Refuse an existing SQLite file at `url` that is damaged or not `owner`'s store (it has no
     `table`), reading it only: Optuna and MLflow would fail on it with a traceback, or write
     their own tables into another store's file. Other URLs, and files not there yet, pass."""
-    import contextlib
-    import sqlite3
-
-    from trainables.schema import ConfigError
-
     path = Path(url[len("sqlite:///"):]) if url.startswith("sqlite:///") else None
     if path is None or not path.is_file() or path.stat().st_size == 0:
         return

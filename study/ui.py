@@ -24,6 +24,7 @@ from analysis.layout import B_TRAINED, PARENT, REASON, ROLE, STATE, STEPS
 from .server import LEAN_ENV, mlflow_server_command, run_until_signal
 from .spec import StudyError, StudySpec, find_study
 from .stores import SERVERS, Stores, redact
+from .trial_run import CURVES
 
 VIEW_ID = "loopstudy"
 VIEW_TAG = f"mlflow.sharedViewState.{VIEW_ID}"
@@ -54,7 +55,9 @@ def runs_view(spec: StudySpec) -> dict:
     return {"searchFilter": f"tags.{ROLE} != '{PARENT}'",
             "orderByKey": column("metrics", objective.metric), "orderByAsc": objective.mode == "min",
             "selectedColumns": list(widths)[1:], "columnOrder": list(widths), "columnWidths": widths,
-            "runsHiddenMode": "SHOW_ALL"}
+            "runsHiddenMode": "SHOW_ALL",
+            # the chart view opens on the science curves overlaid across runs (clear the box for all)
+            "chartsSearchFilter": CURVES}
 
 
 def study_note(spec: StudySpec) -> str:

@@ -76,6 +76,7 @@ def test_the_view_shows_objective_searched_params_seed_b_and_state_with_replicat
     assert {"params.`training.loop_dilation`", "params.`training.learning_rate`", "params.`training.seed`",
             "tags.`b_trained`", "tags.`state`", "tags.`loopstudy_role`"} <= set(view["selectedColumns"])
     assert view["searchFilter"] == "tags.loopstudy_role != 'parent'"      # trials and replicates
+    assert view["chartsSearchFilter"] == "curve/"        # the chart view opens on the science curves
     assert (view["orderByKey"], view["orderByAsc"]) == ("metrics.`eval/err_last`", True)
     assert runs_url("http://127.0.0.1:5000", "3") == ("http://127.0.0.1:5000/#/experiments/3/runs?"
                                                       "viewStateShareKey=loopstudy&workflowType=machine_learning")

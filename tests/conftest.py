@@ -1,7 +1,9 @@
-"""Four tiers: fast (no Ray: seconds), service (`@pytest.mark.service`: real local Ray, Optuna
+"""Five tiers: fast (no Ray: seconds), service (`@pytest.mark.service`: real local Ray, Optuna
 and MLflow), cluster (`@pytest.mark.cluster`: a two-node Ray cluster in a network namespace,
-which needs root and iproute2) and postgres (`@pytest.mark.postgres`: the cluster stores on a
-real PostgreSQL server the test starts, which needs the server binaries). `make test` runs every
+which needs root and iproute2), postgres (`@pytest.mark.postgres`: the cluster stores on a
+real PostgreSQL server the test starts, which needs the server binaries) and tmpfs
+(`@pytest.mark.tmpfs`: studies on small tmpfs filesystems in a private mount namespace, which
+needs root or user namespaces). `make test` runs every
 tier this machine can and names each one it could not; with LOOPSTUDY_ALL_TIERS=1 (`.ci/run`) a
 tier that cannot run fails instead."""
 import functools
@@ -48,6 +50,27 @@ def cluster_problem() -> str | None:
     return None
 
 
+def tmpfs_problem() -> str | None:
+    """Why this machine cannot mount a small tmpfs in a private mount namespace (None: it can):
+    root does it with `unshare -m`, anyone else where user namespaces are allowed (`unshare -rm`)."""
+    import subprocess
+    import tempfile
+
+    for tool in ("unshare", "nsenter"):
+        if not shutil.which(tool):
+            return f"needs {tool} (util-linux) for a tmpfs in a private mount namespace"
+    target = tempfile.mkdtemp(prefix="lstmpfs")
+    try:
+        tried = subprocess.run(["unshare", "-m" if os.geteuid() == 0 else "-rm", "--propagation", "private",
+                                "mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", target],
+                               capture_output=True, text=True, timeout=30)
+    finally:
+        os.rmdir(target)
+    if tried.returncode:
+        return f"cannot mount a tmpfs in a private mount namespace ({tried.stderr.strip()}): needs root or user namespaces"
+    return None
+
+
 def postgres_problem() -> str | None:
     if postgres_bin_dir() is None:
         return "needs the PostgreSQL server binaries (initdb, postgres, pg_ctl)"
@@ -76,7 +99,9 @@ class Tier:
 TIERS = [Tier("cluster", "runs a two-node Ray cluster in a network namespace", cluster_problem,
               "run as root for it (CI does)"),
          Tier("postgres", "runs the cluster stores on a real PostgreSQL server the test starts",
-              postgres_problem, "`apt-get install -y postgresql` for it (CI does)")]
+              postgres_problem, "`apt-get install -y postgresql` for it (CI does)"),
+         Tier("tmpfs", "runs studies on small tmpfs filesystems in a private mount namespace", tmpfs_problem,
+              "run as root, or allow user namespaces, for it (CI runs as root)")]
 
 
 def pytest_configure(config):

@@ -237,6 +237,7 @@ class Stores:
 
 TABLE_RACE_ATTEMPTS = 5      # drivers starting at once on a new database race to make its tables
 DATABASE_OUTAGE_S = 120      # how long a study waits for its Optuna database to answer again
+NOT_AN_OUTAGE = "database or disk is full"     # SQLite's: waiting does not free the disk (study/disk_space.py)
 
 
 def _waits_out_outages(method):
@@ -250,7 +251,8 @@ def _waits_out_outages(method):
                 return method(*args, **kwargs)
             except (optuna.exceptions.StorageInternalError, sqlalchemy.exc.OperationalError) as exc:
                 cause = exc if isinstance(exc, sqlalchemy.exc.OperationalError) else exc.__cause__
-                if not isinstance(cause, sqlalchemy.exc.OperationalError) or time.monotonic() > deadline:
+                if not isinstance(cause, sqlalchemy.exc.OperationalError) or time.monotonic() > deadline \
+                        or NOT_AN_OUTAGE in str(cause):
                     raise
                 time.sleep(1)
     return call

@@ -267,8 +267,8 @@ class Tracker:
             run_id = found[0].info.run_id
             if found[0].info.status != RUNNING.upper():
                 self._closed.add(run_id)
-            elif not found[0].data.params:          # created, then the server went away
-                self._describe(run_id, tune_config)
+            elif not found[0].data.params or "config.yaml" not in {a.path for a in self.client.list_artifacts(run_id)}:
+                self._describe(run_id, tune_config)     # created, then the server went away or the disk filled
             self._last_step[run_id] = int(found[0].data.tags.get(STEPS, -1))   # set with each logged batch
             self._nodes[run_id] = [n for n in found[0].data.tags.get("nodes", "").split(",") if n]
         else:

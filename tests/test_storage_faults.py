@@ -262,3 +262,21 @@ if __name__ == "__main__":          # python tests/test_storage_faults.py audit|
     stores = StudyStores.embedded(results, name)
     found = audit(stores, n_trials, list(range(1, STEPS + 1))) if what == "audit" else finished_trials(stores)
     print(json.dumps(_as_json(found)))
+
+
+def test_a_full_sqlite_disk_is_not_waited_out_like_a_database_restart():
+    """Optuna's storage calls are retried while a database is unreachable (study/stores.py), not
+    when SQLite says its disk is full: waiting frees nothing, and the driver must stop at once."""
+    import sqlalchemy
+
+    from study.stores import _waits_out_outages
+
+    calls = []
+
+    def write():
+        calls.append(time.monotonic())
+        raise sqlalchemy.exc.OperationalError("INSERT ...", {}, Exception("database or disk is full"))
+
+    with pytest.raises(sqlalchemy.exc.OperationalError, match="database or disk is full"):
+        _waits_out_outages(write)()
+    assert len(calls) == 1

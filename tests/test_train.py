@@ -110,3 +110,18 @@ def test_a_run_is_continued_only_with_the_config_it_started_with(tiny_config, tm
     assert (tmp_path / "run" / "config.yaml").read_text() == written      # nothing rewritten
     longer = tiny_config("training.train_steps=12", "training.checkpoint_every=4", "training.eval_every=4")
     assert train(longer, out_dir=tmp_path / "run", resume_from=checkpoint, num_threads=1)["step"] == 12
+
+
+def test_the_stand_in_summarises_a_resume_from_its_final_checkpoint(tmp_path):
+    """Tune reruns a trial that ended after its last state snapshot from its final checkpoint
+    (a driver killed, a full disk): the stand-in trainable still reports its final evaluation."""
+    from trainables.config import load_config
+    from trainables.run_folder import latest_checkpoint
+    from trainables.synthetic import synthetic
+
+    config = load_config("paper_linear_regression_looped_cpu", ["training.train_steps=20", "training.eval_every=5",
+                                                                "training.checkpoint_every=10"])
+    first = synthetic(config, out_dir=tmp_path / "run")
+    again = synthetic(config, out_dir=tmp_path / "run", resume_from=latest_checkpoint(tmp_path / "run"))
+    assert again["step"] == 20 and again["eval"]["curve"] == first["eval"]["curve"] and len(first["eval"]["curve"]) == 11
+    assert again["eval/err_last"] == first["eval/err_last"]

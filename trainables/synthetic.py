@@ -38,14 +38,17 @@ def synthetic(config: Config, report: Report | None = None, *, out_dir: str | Pa
     run_folder.write_config(run_dir, config)
     log = run_folder.MetricsLog(run_dir, step if resume_from else None)
     floor = level(config)
-    metrics: dict = {"step": step}
-    curve = []
-    while step < tr.train_steps:
-        step = min(step + tr.eval_every - step % tr.eval_every, tr.train_steps)
+
+    def evaluated(step: int) -> tuple[dict, list[float]]:
         err = floor + (1 - floor) * math.exp(-4 * step / tr.train_steps)
         curve = [1.0 + (err - 1.0) * k / 10 for k in range(11)]
-        metrics = {"step": step, "eval/err_last": err, "eval/err_mean": sum(curve) / len(curve),
-                   "train/loss": 4 * err}
+        return {"step": step, "eval/err_last": err, "eval/err_mean": sum(curve) / len(curve),
+                "train/loss": 4 * err}, curve
+
+    metrics, curve = evaluated(step)        # resumed from the final checkpoint: still summarised
+    while step < tr.train_steps:
+        step = min(step + tr.eval_every - step % tr.eval_every, tr.train_steps)
+        metrics, curve = evaluated(step)
         log.write(metrics)
         checkpoint = None
         if step % tr.checkpoint_every == 0 or step == tr.train_steps:

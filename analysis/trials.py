@@ -11,19 +11,24 @@ import functools
 import itertools
 import json
 import posixpath
+import sqlite3
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import optuna
 import yaml
-from mlflow import MlflowClient
 
 from trainables.config import Config, from_dict
 from trainables.schema import ConfigError
 
 from .layout import (CONFOUNDS, NUMBER, PARENT, POINT, POINTS, REASON, REPEAT, REPLICATE, ROLE, RUNNING,
                      SAMPLED, SCIENTIFIC_VALUES, STATE, STEPS, TRIAL, params_text, phase_study_name)
+from .mlflow_sqlite import RunRow, read_runs, sqlite_file
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 
 @dataclass
@@ -67,6 +72,8 @@ class StudyRecord:
         return self.stores.name
 
     def client(self) -> MlflowClient:
+        from mlflow import MlflowClient       # imported when a run's files are read, not for `status`
+
         return MlflowClient(tracking_uri=self.stores.mlflow_uri)
 
     def optuna_study(self, point: str = "") -> optuna.Study:
@@ -177,35 +184,46 @@ def search_all(client: MlflowClient, experiment_id: str, filter_string: str = ""
             return runs
 
 
-def read_record(stores) -> StudyRecord:
-    from sqlalchemy.exc import DatabaseError
+def _runs(stores) -> list[RunRow]:
+    """The study's MLflow runs: an embedded SQLite store read directly (mlflow_sqlite.py), a
+    tracking server through MLflow's client."""
+    path = sqlite_file(stores.mlflow_uri)
+    if path:
+        try:
+            runs = read_runs(path, stores.name)
+        except sqlite3.DatabaseError as exc:        # "file is not a database", no MLflow tables, ...
+            raise ConfigError(f"{_shown(stores)}: not a readable MLflow store ({exc})") from None
+    else:
+        from mlflow import MlflowClient
 
-    try:
         client = MlflowClient(tracking_uri=stores.mlflow_uri)
         experiment = client.get_experiment_by_name(stores.name)
-    except DatabaseError as exc:        # a damaged SQLite file: "file is not a database", ...
-        raise ConfigError(f"{_shown(stores)}: not a readable MLflow store ({exc.orig})") from None
-    if experiment is None:
+        runs = [RunRow.of(r) for r in search_all(client, experiment.experiment_id)] if experiment else None
+    if runs is None:
         raise NoRecord(f"no MLflow experiment '{stores.name}' in {_shown(stores)}")
-    runs = search_all(client, experiment.experiment_id)
-    parents = [r for r in runs if r.data.tags.get(ROLE) == PARENT]
+    return runs
+
+
+def read_record(stores) -> StudyRecord:
+    runs = _runs(stores)
+    parents = [r for r in runs if r.tags.get(ROLE) == PARENT]
     if not parents:
         raise NoRecord(f"study '{stores.name}' has no parent run in {_shown(stores)}")
     parent = parents[0]
-    objectives = [tuple(o.rsplit(":", 1)) for o in parent.data.params["objectives"].split(",")]
+    objectives = [tuple(o.rsplit(":", 1)) for o in parent.params["objectives"].split(",")]
     found: dict[str, list[Trial]] = {TRIAL: [], REPLICATE: []}
     for run in runs:
-        tags = run.data.tags
+        tags = run.tags
         if tags.get(ROLE) not in found:
             continue
         found[tags[ROLE]].append(Trial(
-            number=int(tags[NUMBER]), name=run.info.run_name, state=tags.get(STATE, RUNNING),
+            number=int(tags[NUMBER]), name=run.run_name, state=tags.get(STATE, RUNNING),
             reason=tags.get(REASON, ""), sampled=json.loads(tags.get(SAMPLED, "{}")),
-            config=_config_from_params(run.data.params),
-            objectives={m: run.data.metrics[m] for m, _ in objectives if m in run.data.metrics},
-            steps=int(tags.get(STEPS, 0)), run_id=run.info.run_id,
-            repeat=int(tags.get(REPEAT, 0)), tags=dict(tags), artifact_uri=run.info.artifact_uri))
+            config=_config_from_params(run.params),
+            objectives={m: run.metrics[m] for m, _ in objectives if m in run.metrics},
+            steps=int(tags.get(STEPS, 0)), run_id=run.run_id,
+            repeat=int(tags.get(REPEAT, 0)), tags=dict(tags), artifact_uri=run.artifact_uri))
     for trials in found.values():
         trials.sort(key=lambda t: (t.number, t.repeat))
-    return StudyRecord(stores, {"run_id": parent.info.run_id, "params": dict(parent.data.params),
-                                "tags": dict(parent.data.tags)}, objectives, found[TRIAL], found[REPLICATE])
+    return StudyRecord(stores, {"run_id": parent.run_id, "params": dict(parent.params),
+                                "tags": dict(parent.tags)}, objectives, found[TRIAL], found[REPLICATE])

@@ -10,6 +10,7 @@ from types import SimpleNamespace
 from mlflow import MlflowClient
 
 from analysis.figures import isolation
+from analysis.mlflow_sqlite import RunRow, read_runs
 from analysis.layout import NUMBER, PARENT, ROLE, SCIENTIFIC_VALUES, STATE, TRIAL
 from analysis.trials import StudyRecord, Trial, read_record, search_all
 from analysis.verdict import SHOWN_CONFIGS, Answer, comparisons, groups
@@ -101,3 +102,26 @@ def test_the_progress_table_does_not_grow_with_the_study():
     assert "500/500 trials: 497 completed, 3 running" in head
     assert [row.split()[0] for row in body] == [f"tid{i}" for i in range(492, 500)]   # 5 ended last, 3 running
     assert len(table.render(trials[:FULL_TABLE]).splitlines()) == FULL_TABLE + 2 and SHOWN_ENDED == 5
+
+
+def test_the_sqlite_reader_returns_what_mlflow_search_returns(tmp_path):
+    """`status` and `report` read an embedded store with sqlite3 (analysis/mlflow_sqlite.py,
+    no MLflow import): the same runs, names, artifact URIs, tags, params and latest metrics as
+    MLflow's own search, deleted runs and other experiments left out, NaN kept."""
+    client, experiment = study_runs(tmp_path, 3)
+    runs = search_all(client, experiment)
+    client.log_metric(runs[0].info.run_id, "eval/err_last", float("nan"))
+    client.log_metric(runs[1].info.run_id, "train/loss", 2.0, step=5)
+    client.log_metric(runs[1].info.run_id, "train/loss", 1.0, step=7)          # the latest step wins
+    client.delete_run(runs[2].info.run_id)
+    other = client.create_experiment("other")
+    client.create_run(other, run_name="elsewhere", tags={ROLE: TRIAL})
+
+    def rows(found) -> dict:
+        return {r.run_id: (r.run_name, r.artifact_uri, r.tags, r.params,
+                           {k: "nan" if v != v else v for k, v in r.metrics.items()}) for r in found}
+
+    direct = read_runs(tmp_path / "mlflow.db", "many")
+    assert rows(direct) == rows(RunRow.of(r) for r in search_all(client, experiment))
+    assert len(direct) == 3 and rows(direct)[runs[1].info.run_id][4]["train/loss"] == 1.0
+    assert read_runs(tmp_path / "mlflow.db", "absent") is None

@@ -22,7 +22,7 @@ from optuna.trial import TrialState
 
 from trainables.config import first_difference, from_dict
 
-from . import disk_space, quiet_environment
+from . import disk_guard, disk_space, quiet_environment
 from .cluster import READY, alive_nodes, check_nodes
 from .design import Phase
 from analysis.layout import CONFOUNDS, POINTS, REPLICATE, RUNNING, SCIENTIFIC_VALUES, STATE, TRIAL, TUNE_ID
@@ -126,7 +126,7 @@ def _tuner(spec: StudySpec, stores: Stores, tracker: Tracker, resume: bool, phas
 
     experiment = stores.experiment_of(phase.experiment_name(spec.name)) if plan is None \
         else stores.replicate_experiment
-    trainable = tune.with_resources(disk_space.stops_on_full_disk(_adapter(spec)),
+    trainable = tune.with_resources(disk_guard.stops_on_full_disk(_adapter(spec)),
                                     {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
     param_space = {"run_root": str(experiment), "repeats": spec.seeds_per_config,
                    "phase": TRIAL if plan is None else REPLICATE,
@@ -157,7 +157,7 @@ def _tuner(spec: StudySpec, stores: Stores, tracker: Tracker, resume: bool, phas
                                     trial_dirname_creator=lambda trial: trial.trial_id),
         run_config=tune.RunConfig(
             name=experiment.name, storage_path=str(stores.ray), callbacks=callbacks, verbose=0,
-            stop=disk_space.DiskGuard(),       # sees each result first: stops the study before its disk fills
+            stop=disk_guard.DiskGuard(),       # sees each result first: stops the study before its disk fills
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             failure_config=tune.FailureConfig(max_failures=spec.budget.max_failures)))
 
@@ -237,7 +237,7 @@ def run_study(spec: StudySpec, resume: bool = False) -> StudyResult:
 
     resume_command = f"{loopstudy_command()} resume {stores.root}"
     with StudyLock(stores.root, spec.name), \
-            disk_space.guarded(stores, spec.budget.max_concurrent, resume_command):
+            disk_guard.guarded(stores, spec.budget.max_concurrent, resume_command):
         return _run_locked(spec, stores, cpus)      # one driver per study; released however it ends
 
 

@@ -237,7 +237,7 @@ class Stores:
 
 TABLE_RACE_ATTEMPTS = 5      # drivers starting at once on a new database race to make its tables
 DATABASE_OUTAGE_S = 120      # how long a study waits for its Optuna database to answer again
-NOT_AN_OUTAGE = "database or disk is full"     # SQLite's: waiting does not free the disk (study/disk_space.py)
+NOT_AN_OUTAGE = "database or disk is full"     # SQLite's: waiting does not free the disk (study/disk_guard.py)
 
 
 def _waits_out_outages(method):

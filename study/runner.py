@@ -227,6 +227,7 @@ def run_study(spec: StudySpec, resume: bool = False) -> StudyResult:
         raise StudyError(f"{stores.root} already holds study '{spec.name}': resume it with "
                          f"`loopstudy resume {stores.root}` (on a cluster, add --address), or delete "
                          "the folder to start again")
+    StudyLock(stores.root, spec.name).refuse_if_held()    # before reading what a running driver writes
     if resume:
         _check_base_configs(spec, stores)
     # writable, with room, Tune's saved state whole: refused before Ray starts

@@ -55,9 +55,14 @@ def test_a_second_holder_is_refused_with_who_holds_it(holder, tmp_path):
         rf"study 'demo' is running: held by pid {process.pid} on host {re.escape(socket.gethostname())} "
         rf"\(user {re.escape(getpass.getuser())}\) since \d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d "
         rf"\(lock file {re.escape(str(path))}\); wait for it or stop it", str(refused.value)), refused.value
+    with pytest.raises(StudyError, match=rf"study 'demo' is running: held by pid {process.pid} "):
+        StudyLock(tmp_path / "demo", "demo").refuse_if_held()    # the check before the others
+    StudyLock(tmp_path / "elsewhere").refuse_if_held()           # no lock file: passes, creates nothing
+    assert not (tmp_path / "elsewhere").exists()
     release()
     process.join(10)
     assert process.exitcode == 0
+    StudyLock(tmp_path / "demo").refuse_if_held()                # free: passes, takes nothing
     with StudyLock(tmp_path / "demo"):                  # released: ours now, and it says so
         assert json.loads(path.read_text())["pid"] == os.getpid()
     assert path.read_text() == ""                       # nobody holds it

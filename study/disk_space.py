@@ -157,10 +157,18 @@ def _probe(location: Location) -> None:
             probe.unlink()
 
 
-def check_locations(stores, resume: bool = False, experiments=()) -> None:
+def remove_created(created: list[Path]) -> None:
+    """Remove the empty folders a check made (`created`, outermost first)."""
+    for folder in reversed(created):
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+
+
+def check_locations(stores, resume: bool = False, experiments=()) -> list[Path]:
     """Refuse (StudyError, naming the path) a study whose local locations cannot be written or
     have less than LOOPSTUDY_MIN_FREE_MB free, or (on resume) whose Tune state in one of the
-    `experiments` folders is damaged; folders created only for the check are removed."""
+    `experiments` folders is damaged; folders created for the check are removed when it refuses,
+    else returned (the caller removes them if it stops before the study starts)."""
     need = min_free_bytes()
     created: list[Path] = []
     try:
@@ -183,12 +191,11 @@ def check_locations(stores, resume: bool = False, experiments=()) -> None:
                                  f"{location.what}), a study needs at least {shown_mb(need)} MB ({MIN_FREE_ENV}): "
                                  f"free space, {fix}")
     except StudyError:
-        for folder in reversed(created):
-            with contextlib.suppress(OSError):
-                folder.rmdir()
+        remove_created(created)
         raise
     for experiment in experiments if resume else ():
         check_tune_state(Path(experiment))
+    return created
 
 
 def _whole(path: Path, kind: str) -> bool:

@@ -232,8 +232,12 @@ def run_study(spec: StudySpec, resume: bool = False) -> StudyResult:
         _check_base_configs(spec, stores)
     # writable, with room, Tune's saved state whole: refused before Ray starts
     experiments = [stores.experiment_of(p.experiment_name(spec.name)) for p in spec.phases]
-    disk_space.check_locations(stores, resume, experiments + [stores.replicate_experiment])
-    cpus = _start_ray(stores)
+    created = disk_space.check_locations(stores, resume, experiments + [stores.replicate_experiment])
+    try:
+        cpus = _start_ray(stores)
+    except StudyError:              # e.g. a cluster node that cannot reach a store: nothing started
+        disk_space.remove_created(created)
+        raise
     from .status import loopstudy_command
 
     resume_command = f"{loopstudy_command()} resume {stores.root}"

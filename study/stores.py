@@ -298,6 +298,8 @@ def check_sqlite_store(url: str, table: str, owner: str) -> None:
             tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
             check = db.execute("PRAGMA quick_check").fetchone()[0]
     except sqlite3.DatabaseError as exc:     # "file is not a database", "database disk image is malformed"
+        if "database is locked" in str(exc):
+            return                           # a writer holds it (a running driver): a database, in use
         raise refused(f"a damaged or foreign file ({exc})") from None
     if check != "ok":
         raise refused(f"a damaged SQLite database ({check})")

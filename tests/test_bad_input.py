@@ -331,6 +331,22 @@ def test_a_damaged_store_is_named_and_left_as_it_is(results, capsys, store, kind
     assert sorted(p.name for p in results.iterdir()) == sorted({"optuna.db", "study.yaml", store})
 
 
+def test_a_store_a_running_driver_holds_locked_is_not_called_damaged(results):
+    """A driver paused in a write transaction holds SQLite's lock: `status` or a second driver
+    must not call the file damaged (the second driver is then refused as running: study_lock)."""
+    import sqlite3
+
+    from study.stores import check_sqlite_store
+
+    writer = sqlite3.connect(results / "optuna.db", isolation_level=None)
+    writer.execute("BEGIN EXCLUSIVE")
+    try:
+        check_sqlite_store(f"sqlite:///{results / 'optuna.db'}", "studies", "Optuna")
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+
+
 def test_one_store_in_place_of_the_other_is_refused_unwritten(results, capsys):
     shutil.copy(results / "optuna.db", results / "mlflow.db")
     before = (results / "mlflow.db").read_bytes()

@@ -19,6 +19,7 @@ Guards, each a sentence that replaces the winner:
 """
 from __future__ import annotations
 
+import re
 import statistics
 from dataclasses import dataclass, field
 
@@ -94,9 +95,10 @@ class Group:
         return statistics.fmean(self.values)
 
 
-def _config_key(trial: Trial) -> str:
+def _config_key(trial: Trial) -> tuple[str, str]:
+    """(the config's identity: its searched values in full, its label: the values to 3 digits)."""
     shown = {k: v for k, v in sorted(trial.sampled.items()) if k != "training.seed"}
-    return " ".join(f"{short_label(k)}={fmt(v, 3)}" for k, v in shown.items()) or "base config"
+    return (repr(shown), " ".join(f"{short_label(k)}={fmt(v, 3)}" for k, v in shown.items()) or "base config")
 
 
 def groups(record: StudyRecord) -> list[Group]:
@@ -105,10 +107,24 @@ def groups(record: StudyRecord) -> list[Group]:
     metric, mode = record.objectives[0]
     runs = record.ranked(trials=record.replicates or record.trials)
     found: dict[str, Group] = {}
+    labels: set[str] = set()
+    chosen: dict[str, str] = {}         # a scientific value -> the config its group holds: its best
     for trial in runs:
-        label = trial.point if record.points else _config_key(trial)
-        nuisance = {k: v for k, v in trial.sampled.items() if k != "training.seed" and k not in record.scientific}
-        found.setdefault(label, Group(label, [], metric, nuisance)).runs.append(trial)
+        # a group is one config: configs that differ past 3 digits (TPE draws lr=0.0010301 and
+        # 0.0010304 at hundreds of trials) are two groups, else their runs on the same seed
+        # would overwrite each other's value (Group.by_seed); a scientific value without
+        # replicates is its best nuisance config, not the last of its configs on that seed
+        key, label = _config_key(trial)
+        if record.points:
+            if chosen.setdefault(trial.point, key) != key:
+                continue
+            key = label = trial.point
+        if key not in found:
+            label = label if label not in labels else f"{label} ({trial.name.split()[0]})"
+            nuisance = {k: v for k, v in trial.sampled.items() if k != "training.seed" and k not in record.scientific}
+            found[key] = Group(label, [], metric, nuisance)
+            labels.add(label)
+        found[key].runs.append(trial)
     if record.points:
         return [found[p] for p in record.points if p in found]
     return sorted(found.values(), key=lambda g: g.mean, reverse=(mode == "max"))
@@ -305,7 +321,8 @@ class Answer:
         for c in self.comparisons:
             if c.differences:
                 metrics[f"paired_difference/{c.value}"] = c.mean
-        return tags, {k.replace("=", "_").replace(" ", "_"): v for k, v in metrics.items()}
+        # MLflow metric names: letters, digits, _ - . / : and spaces only ("lr=0.001 (t042)")
+        return tags, {re.sub(r"[^/\w.\-:]", "_", k): v for k, v in metrics.items()}
 
 
 def answer(record: StudyRecord) -> Answer:

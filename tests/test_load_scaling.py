@@ -11,7 +11,7 @@ from mlflow import MlflowClient
 
 from analysis.figures import isolation
 from analysis.mlflow_sqlite import RunRow, read_runs
-from analysis.layout import NUMBER, PARENT, ROLE, SCIENTIFIC_VALUES, STATE, TRIAL
+from analysis.layout import NUMBER, PARENT, POINT, POINTS, ROLE, SCIENTIFIC_VALUES, STATE, TRIAL
 from analysis.trials import StudyRecord, Trial, read_record, search_all
 from analysis.verdict import SHOWN_CONFIGS, Answer, comparisons, groups
 from trainables.config import load_config
@@ -36,13 +36,12 @@ def study_runs(tmp_path, trials: int) -> tuple[MlflowClient, str]:
     return client, experiment
 
 
-def test_every_run_is_read_back_past_one_search_page(tmp_path, monkeypatch):
+def test_every_run_is_read_back_past_one_search_page(tmp_path):
     client, experiment = study_runs(tmp_path, 7)
     assert len(client.search_runs([experiment], max_results=3)) == 3          # one call: a silent cut
-    assert len({r.info.run_id for r in search_all(client, experiment, page=3)}) == 8
+    assert len({r.info.run_id for r in search_all(client, experiment, page=3)}) == 8   # a tracking server
     assert len(search_all(client, experiment, f"tags.{ROLE} = '{TRIAL}'", page=3)) == 7
-    monkeypatch.setattr("analysis.trials.PAGE", 3)
-    record = read_record(stores(tmp_path))
+    record = read_record(stores(tmp_path))          # an embedded store: read with sqlite3, not paged
     assert [t.number for t in record.trials] == list(range(7))
     assert record.trials[6].config.training.learning_rate == 7e-3
 
@@ -125,3 +124,34 @@ def test_the_sqlite_reader_returns_what_mlflow_search_returns(tmp_path):
     assert rows(direct) == rows(RunRow.of(r) for r in search_all(client, experiment))
     assert len(direct) == 3 and rows(direct)[runs[1].info.run_id][4]["train/loss"] == 1.0
     assert read_runs(tmp_path / "mlflow.db", "absent") is None
+
+
+def trial(number: int, sampled: dict, value: float, **tags) -> Trial:
+    config = load_config("seed_dilation_cpu", sampled)           # every one on the base seed
+    return Trial(number, f"t{number:03d} s={config.training.loop_dilation}", "completed", "", sampled, config,
+                 {"eval/err_last": value}, 100, "run", tags={ROLE: TRIAL, **tags})
+
+
+def test_configs_that_print_alike_are_still_two_configs():
+    """At 500 TPE trials, 317 completed configs printed as 183 (lr to 3 digits): each merged
+    group kept one of its same-seed values, and the search best had no line of its own."""
+    lrs = (0.0010301, 0.0010304)
+    record = StudyRecord(None, {"run_id": "", "params": {}, "tags": {SCIENTIFIC_VALUES: "{}"}},
+                         [("eval/err_last", "min")],
+                         [trial(n, {"training.learning_rate": lr}, v)
+                          for n, (lr, v) in enumerate(zip(lrs, (0.48, 0.55)))])
+    found = groups(record)
+    assert [(g.label, g.values) for g in found] == [("lr=0.00103", [0.48]), ("lr=0.00103 (t001)", [0.55])]
+    answer = Answer("eval/err_last", "min", found, comparisons(record), record.ranked()[0])
+    assert sorted(answer.parent_tags()[1]) == ["mean/lr_0.00103", "mean/lr_0.00103__t001_", "search_best/eval/err_last"]
+
+
+def test_a_scientific_value_without_replicates_is_its_best_config():
+    """Each value's search configs share the base seed: the value's group held all of them and
+    stated the worst one's objective beside the best one's learning rate."""
+    runs = [trial(n, {"training.learning_rate": lr}, value, **{POINT: f"s={s}"})
+            for n, (s, lr, value) in enumerate([(1, 1e-3, 0.3), (1, 2e-3, 0.5), (2, 1e-3, 0.4), (2, 2e-3, 0.6)])]
+    tags = {SCIENTIFIC_VALUES: json.dumps({"training.loop_dilation": [1, 2]}), POINTS: json.dumps(["s=1", "s=2"])}
+    record = StudyRecord(None, {"run_id": "", "params": {}, "tags": tags}, [("eval/err_last", "min")], runs)
+    assert [(g.label, g.nuisance, g.values) for g in groups(record)] == [
+        ("s=1", {"training.learning_rate": 1e-3}, [0.3]), ("s=2", {"training.learning_rate": 1e-3}, [0.4])]

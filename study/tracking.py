@@ -34,6 +34,7 @@ from ray.tune import Callback
 
 from analysis.layout import (B_TRAINED, CONFIG_HASH, FAILED, NUMBER, PARENT, POINT, REASON, REPEAT, ROLE,
                              RUNNING, SAMPLED, STATE, STEPS, TRIAL, TUNE_ID, VERSIONED)
+from analysis.trials import search_all
 from trainables.probing import PROBE_FOLDER
 
 from .outcome import FROM_OPTUNA, MLFLOW_STATUS, classify
@@ -194,7 +195,7 @@ class Tracker:
 
     def _find(self, **tags) -> list:
         where = " and ".join(f"tags.{k} = '{v}'" for k, v in tags.items())
-        return list(self.client.search_runs([self.experiment_id], where, max_results=10_000))
+        return search_all(self.client, self.experiment_id, where)     # every page: one search stops at 10 000
 
     @_needs_mlflow()
     def children(self, role: str = TRIAL, point: str = "") -> list:

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import requests
-from mlflow.exceptions import MlflowException
+from mlflow.exceptions import RestException
 
 from trainables.config import ConfigError
 
@@ -27,6 +27,7 @@ from .stores import redact
 
 BACKLOG = "mlflow_backlog.jsonl"
 PROBE_EVERY_S = 10.0
+REST_FAILURE = "API request to "     # how MLflow's REST client begins a failed request's error (utils/rest_utils.py)
 # how long a driver waits at a phase's end (when it needs MLflow to go on) for the server to return
 WAIT_ENV, WAIT_DEFAULT_S = "LOOPSTUDY_MLFLOW_WAIT_S", 3600.0
 
@@ -41,13 +42,15 @@ def wait_limit_s() -> float:
 
 def is_outage(error: BaseException) -> bool:
     """Whether `error` says the tracking server is unreachable or failing (refused or reset
-    connection, a timeout, an HTTP 5xx answer), not that the request was wrong."""
+    connection, a timeout, an HTTP 5xx answer), not that the request was wrong; a local store's
+    error (SQLite's, raised as an MLflow INTERNAL_ERROR too) is none."""
     seen: BaseException | None = error
     while seen is not None:
         if isinstance(seen, (requests.ConnectionError, requests.Timeout)):
             return True
         seen = seen.__cause__ or seen.__context__
-    return isinstance(error, MlflowException) and error.get_http_status_code() >= 500
+    answered = isinstance(error, RestException) or str(error).startswith(REST_FAILURE)
+    return answered and error.get_http_status_code() >= 500
 
 
 def why(error: BaseException) -> str:

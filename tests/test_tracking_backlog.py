@@ -8,6 +8,7 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.entities import RunTag
 from mlflow.exceptions import MlflowException, RestException
+from mlflow.protos.databricks_pb2 import TEMPORARILY_UNAVAILABLE
 
 from study.tracking_backlog import Backlog, is_outage, why
 from trainables.config import ConfigError
@@ -40,6 +41,10 @@ def test_a_wrong_request_is_not_an_outage():
     assert not is_outage(RestException({"error_code": "RESOURCE_DOES_NOT_EXIST", "message": "no run"}))  # 404
     assert is_outage(RestException({"error_code": "INTERNAL_ERROR", "message": "database down"}))      # 500
     assert is_outage(RestException({"error_code": "TEMPORARILY_UNAVAILABLE", "message": "later"}))     # 503
+    assert is_outage(MlflowException("API request to endpoint /api/2.0/mlflow/runs/log-batch failed with error "
+                                      "code 502 != 200. Response body: 'Bad Gateway'", error_code=TEMPORARILY_UNAVAILABLE))
+    # a local SQLite store's failure is an MLflow INTERNAL_ERROR too, and no server is away
+    assert not is_outage(MlflowException("(sqlite3.OperationalError) database or disk is full"))
 
 
 def test_events_come_back_in_order_and_a_line_cut_by_a_crash_is_dropped(tmp_path):

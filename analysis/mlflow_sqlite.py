@@ -1,10 +1,11 @@
 """An embedded (SQLite) MLflow store read with sqlite3 alone, for `read_record`: the runs of an
 experiment with their tags, params and latest metrics, as MLflow's own search returns them.
 
-Importing MLflow and opening its SQLAlchemy store costs about 1.8 s of CPU, most of what
-`loopstudy status` took on the demo study; these queries take milliseconds. The tables read
-(experiments, runs, tags, params, latest_metrics) are MLflow's tracking schema, unchanged in
-its migrations since 1.x; tests/test_load_scaling.py checks both readers agree on a real store.
+Importing MLflow and opening its SQLAlchemy store costs most of what `loopstudy status` takes
+(bench/results/design_figures.md); these queries take milliseconds. The tables and columns read
+are MLflow's tracking schema (analysis/library_internals.py: MLFLOW_TABLES, checked by
+tests/test_library_internals.py); tests/test_load_scaling.py checks both readers agree on a real
+store.
 A tracking server, or any other URI, is read through MLflow's client.
 """
 from __future__ import annotations

@@ -2,7 +2,7 @@
 not run. MLflow holds what people browse (names, params, curves, artifacts); Optuna the search.
 
 `stores` is anything with the study's `name`, `mlflow_uri`, `optuna_url`, `experiment` (the Ray
-experiment folder) and `optuna_study()`: the service's study.stores.Stores is one.
+experiment folder) and `optuna_study()`: the service's study.storage.stores.Stores is one.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ import optuna
 import yaml
 
 from trainables.config import Config, from_dict
-from trainables.schema import ConfigError
+from trainables.errors import ConfigError, UserError
 
 from .layout import (CONFOUNDS, NUMBER, PARENT, POINT, POINTS, REASON, REPEAT, REPLICATE, ROLE, RUNNING,
                      SAMPLED, SCIENTIFIC_VALUES, STATE, STEPS, TRIAL, params_text, phase_study_name)
@@ -120,8 +120,8 @@ class StudyRecord:
         """A JSON artifact of a trial's run (e.g. summary.json), or None if it has none.
 
         Read from the run's artifact URI (from the search that built the record): asking by run
-        id costs MLflow two reads of the whole run per call (run and logged-model lookups), 30 ms
-        each on SQLite, which made a 500-trial report spend 11 s here."""
+        id costs MLflow two reads of the whole run per call (run and logged-model lookups;
+        bench/results/design_figures.md)."""
         from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
         if not trial.artifact_uri:
@@ -155,13 +155,14 @@ def _config_from_params(params: dict[str, str]) -> Config:
 
 @functools.lru_cache(maxsize=65_536)
 def _param_value(text: str):
-    """A param's text parsed once: runs share most values (500 runs of 37 params: 18 500 parses,
-    half of `loopstudy status`'s 5 s, for a few hundred distinct texts)."""
+    """A param's text parsed once: runs share most values (a few hundred distinct texts in
+    500 runs of 37 params; bench/results/design_figures.md)."""
     return yaml.safe_load(text)
 
 
-class NoRecord(ConfigError):
+class NoRecord(UserError):
     """The study has no MLflow experiment or parent run yet (it never started a trial)."""
+    EXIT_CODE = 66          # EX_NOINPUT: nothing to read yet
 
 
 def _shown(stores) -> str:

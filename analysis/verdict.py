@@ -33,11 +33,11 @@ MIN_SEEDS = 5           # fewer: show the seeds and their range, not an interval
 LEARNED_RATIO = 0.75    # "clearly better than trivial": at most this share of the trivial error
 FALLING = 0.05          # "still falling": improved by more than this share over the last interval
 PREDICT_ZERO = 1.0      # the normalised error of predicting 0 (SPEC section 7)
-SHOWN_CONFIGS = 10      # a study without `scientific` states its best configs, not all (500 trials: 300 lines)
+SHOWN_CONFIGS = 10      # a study without `scientific` states its best configs, not all of them
 
 
 # Student's t, 95th percentile, by degrees of freedom (1..30; above, the normal's 1.645): a 90%
-# two-sided interval. A percentile bootstrap of the mean of 5-6 seeds covers only about 80%.
+# two-sided interval. (A percentile bootstrap of the mean of few seeds undercovers: tests/test_verdict.py.)
 T95 = (6.314, 2.920, 2.353, 2.132, 2.015, 1.943, 1.895, 1.860, 1.833, 1.812, 1.796, 1.782, 1.771,
        1.761, 1.753, 1.746, 1.740, 1.734, 1.729, 1.725, 1.721, 1.717, 1.714, 1.711, 1.708, 1.706,
        1.703, 1.701, 1.699, 1.697)

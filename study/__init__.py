@@ -1,4 +1,17 @@
-"""The study service: study specs, Ray Tune runs, MLflow tracking, the `loopstudy` CLI."""
+"""The study service: study specs, Ray Tune runs, MLflow tracking, the `loopstudy` CLI.
+
+The core flow is flat: spec (a study file, validated), design (the phases of a scientific
+study), runner (Ray Tune), searcher (Optuna through Tune), replicate_plan, outcome (a trial's
+state), progress_table, status, publish (report and export), ui, cli. Three rooms hold the rest:
+storage/ (the stores, the study lock, the disk), tracking/ (MLflow) and cluster/ (Ray clusters,
+jobs, a tracking server).
+"""
+import importlib
+import importlib.abc
+import importlib.util
+import sys
+
+from analysis.library_internals import MLFLOW_NEW_DATABASE_LOGGER, OPTUNA_EXPERIMENTAL, OPTUNA_NEW_STUDY_LOGGERS
 
 # the environment of every driver the service runs or submits: nothing waits on an unreachable host
 QUIET_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1",
@@ -13,7 +26,7 @@ QUIET_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "MLFLOW_DISABLE_TELEMETRY": "true",
              # would also carry any user:password of the tracking URI)
              "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
              # a tracking server that does not answer is said within seconds (MLflow's defaults
-             # retry for about 4 minutes; a study's driver keeps its events meanwhile: study.tracking)
+             # retry for about 4 minutes; a study's driver keeps its events meanwhile: study/tracking/delivery.py)
              "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
              "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
 
@@ -23,12 +36,9 @@ QUIET_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "MLFLOW_DISABLE_TELEMETRY": "true",
 # loopback is open to every user of the machine, the token (~/.ray/auth_token) is not.
 LOCAL_RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "token"}
 
-# library lines that tell a study's user nothing (the driver prints the progress and results)
-QUIET_LOGGERS = ("mlflow.store.db.utils",             # "Creating initial MLflow database tables..."
-                 "optuna.storages._rdb.storage",      # "A new study created in RDB with name: ..."
-                 "optuna.storages.journal._storage")  # "A new study created in Journal with name: ..."
-# Optuna's notice on each experimental class we use (BruteForceSampler): about our code, not the study
-OPTUNA_EXPERIMENTAL = r".* is experimental \(supported from v"
+# library lines that tell a study's user nothing (the driver prints the progress and results):
+# "Creating initial MLflow database tables...", "A new study created in RDB with name: ..."
+QUIET_LOGGERS = (MLFLOW_NEW_DATABASE_LOGGER, *OPTUNA_NEW_STUDY_LOGGERS)
 
 
 def quiet_environment(local_ray: bool = True) -> None:
@@ -49,4 +59,28 @@ def quiet_libraries() -> None:
 
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+    # Optuna's notice on each experimental class we use (BruteForceSampler): about our code, not the study
     warnings.filterwarnings("ignore", message=OPTUNA_EXPERIMENTAL)
+
+
+# Modules that moved when study/ got rooms (2026-12-03). Study folders started before pickled
+# their classes under the old names (tuner.pkl, the searcher's state: Stores, the Optuna storage,
+# the disk guard); an old name imports the module that holds them now. (The tracker's old names
+# are in study/tracking/__init__.py: study.tracking is a package now.)
+MOVED = {"study.stores": "study.storage.stores", "study.disk_guard": "study.storage.disk_guard",
+         "study.disk_space": "study.storage.disk_checks", "study.study_lock": "study.storage.study_lock",
+         "study.tracking_backlog": "study.tracking.delivery", "study.trial_run": "study.tracking.trial_run"}
+
+
+class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    def find_spec(self, name, path=None, target=None):
+        return importlib.util.spec_from_loader(name, self) if name in MOVED else None
+
+    def create_module(self, spec):
+        return importlib.import_module(MOVED[spec.name])
+
+    def exec_module(self, module) -> None:
+        pass
+
+
+sys.meta_path.append(_MovedModules())

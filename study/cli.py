@@ -6,8 +6,8 @@ import sys
 from pathlib import Path
 
 from study import quiet_environment, quiet_libraries
-from study.cluster_cli import add_cluster_commands, add_job_args
-from trainables.config import ConfigError
+from study.cluster.cli import add_cluster_commands, add_job_args
+from trainables.errors import ConfigError, UserError
 
 
 def cmd_train(args) -> None:
@@ -80,7 +80,7 @@ def _finish_study(spec, result) -> None:
     from analysis.trials import read_record
     from study.publish import report
     from study.status import best_summary, format_status, loopstudy_command
-    from study.stores import Stores
+    from study.storage.stores import Stores
 
     print(format_status(spec))
     if not result.finished:
@@ -110,7 +110,7 @@ def cmd_resume(args) -> None:
 
     spec = find_study(args.name, args.results_root)
     if args.address:
-        from study.cluster_cli import submit_study
+        from study.cluster.cli import submit_study
 
         submit_study(spec, args, resume=True)
         return
@@ -126,8 +126,8 @@ def cmd_status(args) -> None:
 
 def cmd_sync(args) -> None:
     from study.spec import find_study
-    from study.stores import Stores
-    from study.tracking import Tracker
+    from study.storage.stores import Stores
+    from study.tracking.layout import Tracker
 
     tracker = Tracker(Stores.of(find_study(args.name, args.results_root)))
     kept = len(tracker.backlog)
@@ -238,21 +238,30 @@ def main(argv: list[str] | None = None) -> int:
     quiet_libraries()
     try:
         args.func(args)
-    except ConfigError as exc:
-        print(f"loopstudy: error: {exc}", file=sys.stderr)
-        return getattr(exc, "EXIT_CODE", 2)     # 2: bad input; others say so (TrackingUnavailable: 75)
-    except Exception as exc:
-        from study.tracking_backlog import TrackingUnavailable, is_outage, why
-
-        if not is_outage(exc):                  # a tracking server away (status, report, ...): say so
-            raise
-        print(f"loopstudy: error: MLflow's tracking server does not answer ({why(exc)}): start it, or wait "
-              "for it, and run the command again", file=sys.stderr)
-        return TrackingUnavailable.EXIT_CODE
     except KeyboardInterrupt:
         print("loopstudy: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        error = user_error(exc)
+        if error is None:
+            raise                               # a bug: its traceback is the report
+        print(f"loopstudy: error: {error}", file=sys.stderr)
+        return error.EXIT_CODE
     return 0
+
+
+def user_error(exc: Exception) -> UserError | None:
+    """What the user is told of `exc`, with its exit code (trainables/errors.py): itself when it
+    is a UserError; an Unavailable when MLflow's tracking server does not answer (status, report,
+    ...); None for anything else."""
+    if isinstance(exc, UserError):
+        return exc
+    from study.tracking.delivery import TrackingUnavailable, is_outage, why
+
+    if is_outage(exc):
+        return TrackingUnavailable(f"MLflow's tracking server does not answer ({why(exc)}): start it, or wait "
+                                   "for it, and run the command again")
+    return None
 
 
 if __name__ == "__main__":

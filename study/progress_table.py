@@ -4,8 +4,7 @@ the Ray node it runs on, again when a retry moves it) and its end (state, step, 
 
 Past FULL_TABLE trials the table holds the unfinished trials and the SHOWN_ENDED that ended
 last, under a count by state: every ended trial already printed its own line, and a table of
-every trial grows with the study (500 trials: 1 750 of a 3 460-line log, and on a terminal a
-500-row redraw every second)."""
+every trial grows with the study (bench/results/design_figures.md)."""
 from __future__ import annotations
 
 import sys
@@ -16,7 +15,7 @@ from ray.tune import Callback
 from analysis.layout import fmt, table
 
 from .outcome import classify
-from .tracking import trial_name
+from .tracking.trial_run import trial_name
 
 STATE = {"PENDING": "pending", "RUNNING": "running", "PAUSED": "paused", "TERMINATED": "ended",
          "ERROR": "failed"}

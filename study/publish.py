@@ -11,9 +11,10 @@ from analysis.report import write_report
 from analysis.verdict import answer, ranked_for_export
 from analysis.trials import read_record
 
-from .spec import BASE, StudyError, StudySpec
-from .stores import Stores
-from .tracking import Tracker
+from .spec import BASE, StudySpec
+from .errors import StudyError
+from .storage.stores import Stores
+from .tracking.layout import Tracker
 
 FORMATS = ("loopstudy", "reference")
 

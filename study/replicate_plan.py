@@ -23,7 +23,7 @@ from analysis.layout import CONFIG_HASH, config_hash
 
 from .searcher import SEED
 from .spec import BASE, resolved
-from .stores import Stores
+from .storage.stores import Stores
 
 PLAN_FILE = "replicates.yaml"
 

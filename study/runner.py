@@ -1,6 +1,6 @@
 """Run and resume a study on Ray Tune: OptunaSearch on a persistent Optuna storage, ASHA on
 the trainer's `step`, checkpoints at evaluations, retries, our MLflow layout; then, when the
-study asks for it, the replicate phase (study/replicates.py) as a second Tune experiment.
+study asks for it, the replicate phase (study/replicate_plan.py) as a second Tune experiment.
 
 The driver starts a local Ray, or joins the cluster in RAY_ADDRESS (set for a Ray Job's
 driver by `loopstudy submit`); on a cluster every node is first checked against the stores.
@@ -20,20 +20,22 @@ from dataclasses import dataclass, field
 import yaml
 from optuna.trial import TrialState
 
+from analysis.layout import CONFOUNDS, POINTS, REPLICATE, RUNNING, SCIENTIFIC_VALUES, STATE, TRIAL, TUNE_ID
+from analysis.library_internals import TUNER_FILE
 from trainables.config import first_difference, from_dict
 
-from . import disk_guard, disk_space, quiet_environment
-from .cluster import READY, alive_nodes, check_nodes
+from . import quiet_environment
+from .cluster.nodes import READY, alive_nodes, check_nodes
 from .design import Phase
-from analysis.layout import CONFOUNDS, POINTS, REPLICATE, RUNNING, SCIENTIFIC_VALUES, STATE, TRIAL, TUNE_ID
-
+from .errors import StudyError
 from .replicate_plan import PlannedTrials, make_plan, read_plan, write_plan
 from .searcher import StudySearch, fail_running
-from .spec import StudyError, StudySpec
-from .stores import Stores
-from .study_lock import StudyLock
-from .tracking import Tracker, TrackingCallback
-from .tracking_backlog import wait_limit_s
+from .spec import StudySpec
+from .storage import disk_checks, disk_guard
+from .storage.stores import Stores
+from .storage.study_lock import StudyLock
+from .tracking.delivery import TrackingCallback, wait_limit_s
+from .tracking.layout import Tracker
 
 
 @dataclass
@@ -200,7 +202,7 @@ def _search(spec: StudySpec, stores: Stores, tracker: Tracker, result: StudyResu
         if phase.label:
             print(f"search: {phase.label} ({spec.budget.num_samples} configs of the nuisance parameters "
                   f"{', '.join(spec.space.searched) or '(none)'})", flush=True)
-        resume = (stores.experiment_of(phase.experiment_name(spec.name)) / "tuner.pkl").is_file()
+        resume = (stores.experiment_of(phase.experiment_name(spec.name)) / TUNER_FILE).is_file()
         finished, wall, trials_s = _fit(spec, stores, tracker, resume, phase)
         result.wall_s, result.trials_s = result.wall_s + wall, result.trials_s + trials_s
         if not finished:
@@ -219,7 +221,7 @@ def run_study(spec: StudySpec, resume: bool = False) -> StudyResult:
     quiet_environment()
     stores = Stores.of(spec)
     _adapter(spec)
-    started_before = any((stores.experiment_of(p.experiment_name(spec.name)) / "tuner.pkl").is_file()
+    started_before = any((stores.experiment_of(p.experiment_name(spec.name)) / TUNER_FILE).is_file()
                          for p in spec.phases)
     if resume and not started_before:
         raise StudyError(f"{stores.ray}: nothing to resume (no Ray experiment state of study '{spec.name}')")
@@ -232,11 +234,11 @@ def run_study(spec: StudySpec, resume: bool = False) -> StudyResult:
         _check_base_configs(spec, stores)
     # writable, with room, Tune's saved state whole: refused before Ray starts
     experiments = [stores.experiment_of(p.experiment_name(spec.name)) for p in spec.phases]
-    created = disk_space.check_locations(stores, resume, experiments + [stores.replicate_experiment])
+    created = disk_checks.check_locations(stores, resume, experiments + [stores.replicate_experiment])
     try:
         cpus = _start_ray(stores)
     except StudyError:              # e.g. a cluster node that cannot reach a store: nothing started
-        disk_space.remove_created(created)
+        disk_checks.remove_created(created)
         raise
     from .status import loopstudy_command
 
@@ -271,7 +273,7 @@ def _run_locked(spec: StudySpec, stores: Stores, cpus: int) -> StudyResult:
                 else f"the {spec.replicates.top_k} best configs")
         print(f"replicates: {what}, on {spec.replicates.seeds} fresh seeds shared by all "
               f"({len(plan)} trials, no early stopping)", flush=True)
-        resume_phase = (stores.replicate_experiment / "tuner.pkl").is_file()
+        resume_phase = (stores.replicate_experiment / TUNER_FILE).is_file()
         finished, wall, trials_s = _fit(spec, stores, tracker, resume_phase, None, plan)
         result.finished = finished
         result.wall_s, result.trials_s = result.wall_s + wall, result.trials_s + trials_s

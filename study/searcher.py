@@ -29,6 +29,7 @@ from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
 from analysis.layout import CONFIG_HASH, REASON, config_hash
+from analysis.library_internals import OPTUNA_SEARCH_STUDY, OPTUNA_SEARCH_TRIALS
 
 from .outcome import COMPLETED, FAILED, OPTUNA_STATE, PRUNED, classify, objective_values
 from .spec import SAMPLERS, resolved
@@ -51,8 +52,6 @@ class _BruteForce(optuna.samplers.BruteForceSampler):
 SAMPLER_CLASSES = dict(zip(SAMPLERS, (optuna.samplers.TPESampler, optuna.samplers.RandomSampler,
                                        _BruteForce)))
 SEED = "training.seed"
-# OptunaSearch's attributes (Ray 2.60) holding its Optuna study and Tune id -> optuna.Trial
-OPTUNA_SEARCH_STUDY, OPTUNA_SEARCH_TRIALS = "_ot_study", "_ot_trials"
 
 
 class StudySearch(OptunaSearch):

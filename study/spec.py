@@ -20,7 +20,7 @@ Everything is validated here, before Ray starts; every error names the file and 
     sampler_seed: 0
     results_dir: results/dilation_cpu     # default ./results/<name>; <storage_path>/<name> when set
     storage: {storage_path: /shared/ls, optuna: journal:///shared/ls/optuna.log, mlflow: http://h:5001}
-                                          # optional, for a cluster; see study/stores.py
+                                          # optional, for a cluster; see study/storage/stores.py
 """
 from __future__ import annotations
 
@@ -39,7 +39,9 @@ from trainables.schema import build, did_you_mean, read_yaml
 from analysis.confounds import confounds
 
 from . import design
-from .stores import Storage, Stores, check_sqlite_store
+from .errors import StudyError
+from .storage.databases import check_sqlite_store
+from .storage.stores import Storage, Stores
 
 SAMPLERS = ("tpe", "random", "brute_force")    # study.searcher maps each to its Optuna sampler
 # what `trainables.train` reports; objectives must be among them
@@ -55,8 +57,12 @@ BASE = "base"                 # the searched choice among several bases
 STUDY_FILE = "study.yaml"     # the copy kept in the results folder, for resume and status
 
 
-class StudyError(ConfigError):
-    """An invalid study file or results folder; the message names the file and the field."""
+# Each section checks its own values (`problems`: the config engine names the field in full);
+# what depends on the resolved configs or on other sections is checked by parse_study.
+
+def _below(section, **least) -> list[tuple[str, str]]:
+    """(field, "must be >= N") for each field of `section` below its least value."""
+    return [(name, f"must be >= {low}") for name, low in least.items() if getattr(section, name) < low]
 
 
 @dataclass(frozen=True)
@@ -72,11 +78,19 @@ class Budget:
     time_limit_s: float | None = None
     max_failures: int = 1
 
+    def problems(self):
+        yield from _below(self, num_samples=1, max_concurrent=1, max_failures=0)
+        if self.time_limit_s is not None and self.time_limit_s <= 0:
+            yield "time_limit_s", "must be > 0"
+
 
 @dataclass(frozen=True)
 class Scheduler:
     grace_period: int
     reduction_factor: int = 2
+
+    def problems(self):
+        return _below(self, grace_period=1, reduction_factor=2)
 
 
 @dataclass(frozen=True)
@@ -84,11 +98,25 @@ class Resources:
     cpu: float = 1
     gpu: float = 0
 
+    def problems(self):
+        if self.cpu <= 0:
+            yield "cpu", f"must be > 0, got {self.cpu}"
+        if self.gpu < 0:
+            yield "gpu", f"must be >= 0, got {self.gpu}"
+        elif self.gpu > 1 and not float(self.gpu).is_integer():
+            yield "gpu", (f"{self.gpu}: Ray shares a GPU only in fractions below 1 (0.5, 0.25: trials per "
+                          "GPU); above 1 it must be a whole number of GPUs")
+
 
 @dataclass(frozen=True)
 class Replicates:
     top_k: int = 2       # the best distinct configs (all searched values but the seed)
     seeds: int = 3       # fresh training seeds each, none used by the search
+
+    def problems(self):
+        yield from _below(self, top_k=1)
+        if self.seeds < 2:
+            yield "seeds", "must be >= 2 (an interval needs two seeds)"
 
 
 @dataclass(frozen=True)
@@ -110,6 +138,28 @@ class StudyFile:
     sampler_seed: int | None = None
     storage: Storage = field(default_factory=Storage)
     scientific: dict | None = None
+
+    def problems(self):
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", self.name):
+            yield "name", f"must be letters, digits, '_', '-' or '.', got {self.name!r}"
+        if isinstance(self.base, list) and (not self.base or len(set(self.base)) < len(self.base)):
+            yield "base", ("must be a preset name or a config YAML path, or a list of distinct ones, "
+                           f"got {self.base!r}")
+        if not self.objectives:
+            yield "objectives", "must be a non-empty list of {metric, mode}"
+        for i, objective in enumerate(self.objectives):
+            if objective.metric not in METRICS[self.trainable]:
+                yield (f"objectives[{i}].metric", f"{objective.metric!r} is not reported by {self.trainable} "
+                                                  f"({', '.join(METRICS[self.trainable])})")
+        if self.seeds_per_config < 1:
+            yield "seeds_per_config", f"must be an integer >= 1, got {self.seeds_per_config!r}"
+        elif self.seeds_per_config > 1 and self.scheduler is not None:
+            yield "scheduler", ("and 'seeds_per_config' > 1 do not mix: ASHA judges single trials, so stopping "
+                                "one seed would prune its whole config; drop the scheduler or search the seed instead")
+        if self.sampler_seed is not None and not 0 <= self.sampler_seed < 2**32:
+            yield "sampler_seed", f"must be in [0, 2**32), got {self.sampler_seed}"
+        if self.scientific and isinstance(self.base, list) and len(self.base) > 1:
+            yield "scientific", "needs a single 'base'"
 
 
 @dataclass
@@ -201,42 +251,29 @@ def _check(where: str, ok: bool, message: str) -> None:
 
 
 def parse_study(data, where: str = "<study>") -> StudySpec:
-    """Validate a study mapping completely: fields, base config, space, objectives, ranges."""
+    """Validate a study mapping completely: each section checks its own fields (StudyFile and
+    its sections), then what needs the resolved configs: bases, space, scientific points, steps."""
     _check(where, isinstance(data, dict), "a study file must be a mapping at the top level")
     try:
         file = build(StudyFile, data, noun="field")
+        configs = _base_configs(file)
+        space = search_spaces.load_space(file.space)
+        for base in configs:
+            space.check(base, file.overrides)
+    except search_spaces.SpaceError as exc:
+        raise StudyError(f"{where}: 'space': {exc}") from None
     except ConfigError as exc:
         raise StudyError(f"{where}: {exc}") from None
-    name, trainable, overrides = file.name, file.trainable, file.overrides
-    _check(where, re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name) is not None,
-           f"'name' must be letters, digits, '_', '-' or '.', got {name!r}")
-    bases = file.base if isinstance(file.base, list) else [file.base]
-    _check(where, bases and len(set(bases)) == len(bases),
-           "'base' must be a preset name or a config YAML path, or a list of distinct ones, "
-           f"got {file.base!r}")
-    configs = {}
-    for base in bases:
-        try:
-            configs[base] = load_config(base, overrides)
-        except ConfigError as exc:
-            raise StudyError(f"{where}: 'base'/'overrides': {exc}") from None
+    trainable, overrides, bases = file.trainable, file.overrides, list(configs)
     steps = {base: max_steps(trainable, c) for base, c in configs.items()}
     _check(where, len(set(steps.values())) == 1,
            f"'base': the bases run different step counts {steps}; set training.train_steps "
            "(and probe.steps) in 'overrides'")
     steps = steps[bases[0]]
-
-    try:
-        space = search_spaces.load_space(file.space)
-        for base in bases:
-            space.check(base, overrides)
-    except search_spaces.SpaceError as exc:
-        raise StudyError(f"{where}: 'space': {exc}") from None
     scientific = file.scientific or {}
     _check(where, not set(scientific) & set(space.params),
            f"'scientific' and 'space' both hold {sorted(set(scientific) & set(space.params))}: a parameter "
            "is either compared (scientific) or tuned (space)")
-    _check(where, not scientific or len(bases) == 1, "'scientific' needs a single 'base'")
     try:
         compared = design.compared_configs(scientific, space, bases[0], overrides)
         for point in design.phases(scientific) if scientific else []:
@@ -246,59 +283,40 @@ def parse_study(data, where: str = "<study>") -> StudySpec:
     _check(where, len({max_steps(trainable, c) for c in compared.values()} | {steps}) == 1,
            "'scientific': the compared values run different step counts; fix training.train_steps "
            "in 'overrides'")
-
-    _check(where, len(file.objectives) > 0, "'objectives' must be a non-empty list of {metric, mode}")
-    for i, o in enumerate(file.objectives):
-        _check(where, o.metric in METRICS[trainable], f"'objectives[{i}].metric' {o.metric!r} is not "
-               f"reported by {trainable} ({', '.join(METRICS[trainable])})")
-
-    budget = file.budget
-    _check(where, budget.num_samples >= 1, "'budget.num_samples' must be >= 1")
-    _check(where, budget.max_concurrent >= 1, "'budget.max_concurrent' must be >= 1")
-    _check(where, budget.max_failures >= 0, "'budget.max_failures' must be >= 0")
-    _check(where, budget.time_limit_s is None or budget.time_limit_s > 0, "'budget.time_limit_s' must be > 0")
-
     scheduler = file.scheduler
     if scheduler is not None:
         what = "the training and probe steps" if trainable == "probe" else "training.train_steps"
-        _check(where, 1 <= scheduler.grace_period < steps,
+        _check(where, scheduler.grace_period < steps,
                f"'scheduler.grace_period' must be in [1, {what}={steps}), got {scheduler.grace_period}")
-        _check(where, scheduler.reduction_factor >= 2, "'scheduler.reduction_factor' must be >= 2")
         _check(where, "training.eval_every" not in space.params,
                "'scheduler' needs one training.eval_every for every trial (it is searched in 'space')")
         problem = design.grace_period_problem(scheduler.grace_period, {**configs, **compared})
         _check(where, problem is None, f"'scheduler.grace_period' ({scheduler.grace_period}) {problem}")
-
-    resources = file.resources
-    _check(where, resources.cpu > 0 and resources.gpu >= 0, "'resources' needs cpu > 0 and gpu >= 0")
-    _check(where, resources.gpu <= 1 or float(resources.gpu).is_integer(),
-           f"'resources.gpu' {resources.gpu}: Ray shares a GPU only in fractions below 1 (0.5, 0.25: "
-           "trials per GPU); above 1 it must be a whole number of GPUs")
-    seeds = file.seeds_per_config
-    _check(where, seeds >= 1, f"'seeds_per_config' must be an integer >= 1, got {seeds!r}")
-    _check(where, seeds == 1 or scheduler is None,
-           "'scheduler' and 'seeds_per_config' > 1 do not mix: ASHA judges single trials, so stopping "
-           "one seed would prune its whole config; drop the scheduler or search the seed instead")
-    replicates = file.replicates
-    if replicates is not None:
-        _check(where, replicates.top_k >= 1, "'replicates.top_k' must be >= 1")
-        _check(where, replicates.seeds >= 2, "'replicates.seeds' must be >= 2 (an interval needs two seeds)")
-        _check(where, not scientific or "top_k" not in data["replicates"] or replicates.top_k == 1,
-               "'replicates.top_k': with 'scientific', each value's best nuisance config is replicated "
-               "(top_k 1); drop top_k")
-    _check(where, file.sampler_seed is None or 0 <= file.sampler_seed < 2**32,
-           f"'sampler_seed' must be in [0, 2**32), got {file.sampler_seed}")
-    storage = file.storage
-    errors = storage.errors()
+    _check(where, not scientific or file.replicates is None or "top_k" not in data["replicates"]
+           or file.replicates.top_k == 1,
+           "'replicates.top_k': with 'scientific', each value's best nuisance config is replicated "
+           "(top_k 1); drop top_k")
+    errors = file.storage.errors()
     _check(where, not errors, "; ".join(errors))
-    shared = Path(storage.storage_path) / name if storage.storage_path else None
-    results_dir = (shared or Path(file.results_dir or Path("results") / name)).resolve()
-    return StudySpec(name=name, base=file.base, space=space, objectives=file.objectives, budget=budget,
+    shared = Path(file.storage.storage_path) / file.name if file.storage.storage_path else None
+    results_dir = (shared or Path(file.results_dir or Path("results") / file.name)).resolve()
+    return StudySpec(name=file.name, base=file.base, space=space, objectives=file.objectives, budget=file.budget,
                      base_configs=configs, trainable=trainable, overrides=dict(overrides),
-                     scheduler=scheduler, resources=resources, seeds_per_config=seeds,
-                     replicates=replicates, results_dir=results_dir, sampler=file.sampler,
-                     sampler_seed=file.sampler_seed, storage=storage, source=dict(data),
+                     scheduler=scheduler, resources=file.resources, seeds_per_config=file.seeds_per_config,
+                     replicates=file.replicates, results_dir=results_dir, sampler=file.sampler,
+                     sampler_seed=file.sampler_seed, storage=file.storage, source=dict(data),
                      scientific=scientific, compared=compared, confounds=confounds(compared))
+
+
+def _base_configs(file: StudyFile) -> dict[str, Config]:
+    """Each base's config with the study's overrides."""
+    configs = {}
+    for base in file.base if isinstance(file.base, list) else [file.base]:
+        try:
+            configs[base] = load_config(base, file.overrides)
+        except ConfigError as exc:
+            raise ConfigError(f"'base'/'overrides': {exc}") from None
+    return configs
 
 
 def _read(path: Path) -> dict:

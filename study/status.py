@@ -15,7 +15,7 @@ from analysis.trials import NoRecord, StudyRecord, Trial, read_record
 from .design import Phase
 from .outcome import FROM_OPTUNA
 from .spec import StudySpec
-from .stores import Stores
+from .storage.stores import Stores
 
 HEADER = ["trial", "state", "params", "objective", "steps", "reason"]
 

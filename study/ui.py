@@ -21,10 +21,12 @@ from urllib.parse import urlencode
 
 from analysis.layout import B_TRAINED, PARENT, REASON, ROLE, STATE, STEPS
 
-from .server import LEAN_ENV, mlflow_server_command, run_until_signal
-from .spec import StudyError, StudySpec, find_study
-from .stores import SERVERS, Stores, redact
-from .trial_run import CURVES
+from .cluster.mlflow_server import LEAN_ENV, mlflow_server_command, run_until_signal
+from .errors import StudyError
+from .spec import StudySpec, find_study
+from .storage.stores import SERVERS, Stores
+from .storage.credentials import redact
+from .tracking.trial_run import CURVES
 
 VIEW_ID = "loopstudy"
 VIEW_TAG = f"mlflow.sharedViewState.{VIEW_ID}"

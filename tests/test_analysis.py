@@ -11,7 +11,7 @@ from analysis.verdict import groups
 from analysis.report import write_report
 from analysis.trials import read_record
 from study.spec import read_study_file
-from study.stores import Stores
+from study.storage.stores import Stores
 from trainables import train
 from trainables.config import ConfigError, load_config
 

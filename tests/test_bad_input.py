@@ -20,7 +20,8 @@ from hypothesis import strategies as st
 
 import search_spaces
 from search_spaces import Space, SpaceError
-from study.spec import STUDY_FILE, StudyError, StudySpec, parse_study, read_study_file
+from study.spec import STUDY_FILE, StudySpec, parse_study, read_study_file
+from study.errors import StudyError
 from studyfiles import ENV, cli_error
 from trainables.config import Config, ConfigError, field_kind, from_dict, load_config
 from trainables.preset_files import preset_data
@@ -336,7 +337,7 @@ def test_a_store_a_running_driver_holds_locked_is_not_called_damaged(results):
     must not call the file damaged (the second driver is then refused as running: study_lock)."""
     import sqlite3
 
-    from study.stores import check_sqlite_store
+    from study.storage.databases import check_sqlite_store
 
     writer = sqlite3.connect(results / "optuna.db", isolation_level=None)
     writer.execute("BEGIN EXCLUSIVE")
@@ -357,7 +358,7 @@ def test_one_store_in_place_of_the_other_is_refused_unwritten(results, capsys):
 
 def test_an_unreadable_mlflow_store_read_from_python_names_it(results):
     from analysis.trials import read_record
-    from study.stores import Stores
+    from study.storage.stores import Stores
 
     (results / "mlflow.db").write_bytes(bytes(range(256)) * 12)
     with pytest.raises(ConfigError, match=f"{results / 'mlflow.db'}: not a readable MLflow store"):
@@ -365,7 +366,7 @@ def test_an_unreadable_mlflow_store_read_from_python_names_it(results):
 
 
 def test_a_garbage_optuna_journal_is_named(tmp_path):
-    from study.stores import Storage, Stores
+    from study.storage.stores import Storage, Stores
 
     journal = tmp_path / "optuna.log"
     journal.write_bytes(b"\xde\xad\xbe\xef\n{not json}\n")

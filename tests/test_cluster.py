@@ -16,9 +16,10 @@ import yaml
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
-from study.cluster import READY, store_problems
-from study.spec import StudyError, parse_study
-from study.stores import Storage, Stores
+from study.cluster.nodes import READY, store_problems
+from study.errors import StudyError
+from study.spec import parse_study
+from study.storage.stores import Storage, Stores
 from studyfiles import TINY, write_study
 
 # ---------------------------------------------------------------- no Ray needed

@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from study.spec import StudyError, parse_study, read_study_file
+from study.errors import StudyError
+from study.spec import parse_study, read_study_file
 
 STUDIES = Path(__file__).parents[1] / "study" / "studies"
 SCIENCE = {"name": "sci", "base": "seed_dilation_cpu",

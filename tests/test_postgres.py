@@ -22,7 +22,8 @@ import psycopg
 import pytest
 
 from audit import StudyStores, audit, finished_trials
-from study.stores import PatientRDBStorage, expanded
+from study.storage.databases import PatientRDBStorage
+from study.storage.credentials import expanded
 from studyfiles import ENV, Lines, start_cli, write_study
 from trainables.config import ConfigError
 

@@ -10,7 +10,7 @@ from mlflow import MlflowClient
 from analysis.trials import read_record
 from analysis.verdict import answer
 from study.spec import find_study
-from study.stores import Stores
+from study.storage.stores import Stores
 from studyfiles import cli, write_study
 
 pytestmark = pytest.mark.service

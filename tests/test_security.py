@@ -1,6 +1,6 @@
 """Security defaults: a local study's Ray and every server we start listen on loopback only,
 with Ray's token auth on; a password of a store never reaches a file or a line of ours (it comes
-from the environment, study/stores.py); and a study's terminal shows our lines, not the
+from the environment, study/storage/credentials.py); and a study's terminal shows our lines, not the
 libraries' start-up chatter."""
 import ipaddress
 import os
@@ -12,9 +12,11 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from study.spec import StudyError, parse_study, read_study_file
-from study.stores import Stores, expanded, redact
-from study.tracking import Tracker
+from study.errors import StudyError
+from study.spec import parse_study, read_study_file
+from study.storage.stores import Stores
+from study.storage.credentials import expanded, redact
+from study.tracking.layout import Tracker
 from studyfiles import ENV, start_cli, write_study
 from trainables.config import ConfigError
 

@@ -1,6 +1,6 @@
 """Storage faults: a results location that cannot be written, and a disk that fills up mid-study.
 
-An unwritable location is refused before Ray starts, naming the path (study/disk_space.py).
+An unwritable location is refused before Ray starts, naming the path (study/storage/disk_checks.py).
 A full disk mid-study: the results live on a small tmpfs mounted in a private mount namespace
 (held by a sleeping process; every command enters it with nsenter, so nothing is mounted on the
 host), a filler file takes the space after the first trial has finished, the driver stops
@@ -164,8 +164,8 @@ def test_a_damaged_tune_state_is_not_resumed(tmp_path):
     cuts it short, and Tune's restore would then start the experiment over."""
     import pickle
 
-    from study.disk_space import check_tune_state
-    from study.spec import StudyError
+    from study.storage.disk_checks import check_tune_state
+    from study.errors import StudyError
 
     experiment = tmp_path / "ray" / "demo"
     experiment.mkdir(parents=True)
@@ -265,11 +265,11 @@ if __name__ == "__main__":          # python tests/test_storage_faults.py audit|
 
 
 def test_a_full_sqlite_disk_is_not_waited_out_like_a_database_restart():
-    """Optuna's storage calls are retried while a database is unreachable (study/stores.py), not
+    """Optuna's storage calls are retried while a database is unreachable (study/storage/databases.py), not
     when SQLite says its disk is full: waiting frees nothing, and the driver must stop at once."""
     import sqlalchemy
 
-    from study.stores import _waits_out_outages
+    from study.storage.databases import _waits_out_outages
 
     calls = []
 

@@ -1,4 +1,4 @@
-"""One driver per study (study/study_lock.py): a second one is refused, naming the holder; a
+"""One driver per study (study/storage/study_lock.py): a second one is refused, naming the holder; a
 holder killed with SIGKILL leaves the lock free. The service test runs two real drivers."""
 import functools
 import getpass
@@ -14,8 +14,8 @@ import optuna
 import pytest
 from mlflow import MlflowClient
 
-from study.spec import StudyError
-from study.study_lock import LOCK_FILE, StudyLock
+from study.errors import StudyError
+from study.storage.study_lock import LOCK_FILE, StudyLock
 from studyfiles import cli, start_cli, write_study
 
 RUNNING_ON = r"^t\d{3} .*: running on node"        # the driver's line at a trial's first result

@@ -261,7 +261,7 @@ def test_probe_study_compares_standard_and_looped(tmp_path):
     assert report.returncode == 0, report.stderr
     from analysis.figures import probe_by_state
     from analysis.trials import read_record
-    from study.stores import Stores
+    from study.storage.stores import Stores
 
     record = read_record(Stores(tmp_path / "probes", "probes"))
     shown = probe_by_state(record, tmp_path / "probe.png")["series"]

@@ -10,7 +10,8 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 import yaml  # noqa: E402
 
-from study.spec import StudyError, find_study, parse_study, read_study_file  # noqa: E402
+from study.errors import StudyError  # noqa: E402
+from study.spec import find_study, parse_study, read_study_file  # noqa: E402
 
 STUDIES = Path(__file__).parents[1] / "study" / "studies"
 GOOD = {
@@ -70,7 +71,7 @@ def test_the_kept_copy_reads_back_the_same(tmp_path):
     ({"budget": {"num_samples": 2, "time_limit_s": -1}}, "'budget.time_limit_s' must be > 0"),
     ({"scheduler": {"grace_period": 40}}, r"'scheduler.grace_period' must be in \[1, training.train_steps=40\)"),
     ({"scheduler": {"grace_period": 10, "reduction_factor": 1}}, "'scheduler.reduction_factor' must be >= 2"),
-    ({"resources": {"cpu": 0}}, "'resources' needs cpu > 0"),
+    ({"resources": {"cpu": 0}}, "'resources.cpu' must be > 0"),
     ({"seeds_per_config": 0}, "'seeds_per_config' must be an integer >= 1"),
     ({"sampler": "grid"}, "'sampler' must be one of"),
     ({"seeds_per_config": 2}, "'scheduler' and 'seeds_per_config' > 1 do not mix"),
@@ -129,7 +130,7 @@ def test_several_bases_are_one_more_searched_choice(tmp_path):
 
 def test_resume_refuses_a_base_whose_config_changed_since_the_start(tmp_path):
     from study.runner import BASE_CONFIGS, _check_base_configs, _write_base_configs
-    from study.stores import Stores
+    from study.storage.stores import Stores
 
     spec = parse_study(with_(results_dir=str(tmp_path / "r")))
     stores = Stores.of(spec)

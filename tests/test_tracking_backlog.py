@@ -1,4 +1,4 @@
-"""The backlog of trial events kept while a tracking server is away (study/tracking_backlog.py):
+"""The backlog of trial events kept while a tracking server is away (study/tracking/delivery.py):
 what counts as an outage, what its reason shows, and a backlog cut short by a crash."""
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from mlflow.entities import RunTag
 from mlflow.exceptions import MlflowException, RestException
 from mlflow.protos.databricks_pb2 import TEMPORARILY_UNAVAILABLE
 
-from study.tracking_backlog import Backlog, is_outage, why
+from study.tracking.delivery import Backlog, is_outage, why
 from trainables.config import ConfigError
 
 

@@ -16,7 +16,7 @@ import pytest
 from analysis.trials import _config_from_params
 from study.outcome import classify
 from study.spec import read_study_file
-from study.trial_run import loops_trained, logged_params, science_curves
+from study.tracking.trial_run import loops_trained, logged_params, science_curves
 from study.ui import runs_view, runs_url
 from trainables.config import load_config
 

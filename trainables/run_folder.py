@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from .config import EXTENDABLE, Config, ConfigError, first_difference, from_dict
+from .jsonl import read_jsonl
 from .schema import read_yaml, shown
 
 CHECKPOINT_FILE = "state.pt"
@@ -130,24 +131,8 @@ class MetricsLog:
 
 
 def _events(path: Path) -> list[dict]:
-    """metrics.jsonl's events. A last line cut short (a crash mid-write: no newline after it) is
-    dropped; any other line that is not an event is an error naming the file and the line."""
-    text = path.read_text(encoding="utf-8", errors="replace")
-    lines = text.splitlines()
-    events = []
-    for number, line in enumerate(lines, 1):
-        if not line:
-            continue
-        try:
-            event = json.loads(line)
-        except json.JSONDecodeError:
-            if number == len(lines) and not text.endswith("\n"):
-                break
-            event = line
-        if not (isinstance(event, dict) and isinstance(event.get("step"), int)):
-            raise ConfigError(f"{path}: line {number} is not an event with a step: {shown(event)}")
-        events.append(event)
-    return events
+    """metrics.jsonl's events (a last line cut by a crash is dropped)."""
+    return read_jsonl(path, lambda e: isinstance(e, dict) and isinstance(e.get("step"), int), "an event with a step")
 
 
 def read_metrics(run_dir: str | Path) -> list[dict]:

@@ -17,11 +17,9 @@ import typing
 
 import yaml
 
+from .errors import ConfigError
+
 INT64 = 2 ** 63         # integers go on to torch, numpy and SQLite as signed 64-bit numbers
-
-
-class ConfigError(ValueError):
-    """A value or key that is not allowed; the message names the dotted field."""
 
 
 def did_you_mean(word: str, options, prefix: str = "") -> str:
@@ -186,7 +184,9 @@ def _number_problem(kind, value: int | float) -> str | None:
 
 
 def build(cls, data: dict, path: str = "", noun: str = "config key"):
-    """A `cls` from a mapping: unknown keys refused, missing keys take the field's default."""
+    """A `cls` from a mapping: unknown keys refused, missing keys take the field's default. A
+    class that checks its own values has `problems()`, yielding (field, what is wrong): the
+    first is raised, the field named in full."""
     if not isinstance(data, dict):
         raise ConfigError(f"'{path.rstrip('.') or cls.__name__}' must be {_describe(cls)}, got {shown(data)}")
     kinds = field_types(cls)
@@ -199,7 +199,10 @@ def build(cls, data: dict, path: str = "", noun: str = "config key"):
             values[f.name] = coerce(path + f.name, kinds[f.name], data[f.name], noun)
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise ConfigError(f"'{path}{f.name}' is required")
-    return cls(**values)
+    made = cls(**values)
+    for name, problem in made.problems() if hasattr(made, "problems") else ():
+        raise ConfigError(f"'{path}{name}' {problem}")
+    return made
 
 
 def merged(base: dict, update: dict) -> dict:

@@ -9,8 +9,9 @@ from __future__ import annotations
 import urllib.request
 import uuid
 
-from .spec import StudyError
-from .stores import SERVERS, Stores, redact
+from ..errors import StudyError
+from ..storage.credentials import redact
+from ..storage.stores import SERVERS, Stores
 
 READY = "loopstudy: every node reaches the stores"      # `loopstudy submit` waits for this line
 

@@ -1,5 +1,5 @@
 """The disk a study writes to, checked before anything starts (watched while the study runs:
-study/disk_guard.py).
+study/storage/disk_guard.py).
 
 Before Ray starts (`check_locations`, from `loopstudy run` and `resume`): every local place the
 study writes (the results folder; where they are local, the Ray storage path, the folders of a
@@ -23,7 +23,9 @@ import pickletools
 from dataclasses import dataclass
 from pathlib import Path
 
-from .spec import StudyError
+from analysis.library_internals import TUNE_STAGED_STATE, TUNE_STATE, TUNER_FILE
+
+from ..errors import StudyError
 from .stores import JOURNAL, SERVERS
 
 MB = 2 ** 20
@@ -32,9 +34,6 @@ DEFAULT_MIN_FREE_MB = 100
 RESERVE = 16 * MB              # kept on each filesystem while a driver runs, freed when it stops
 RESERVE_FILE = ".loopstudy-reserve"
 PROBE_FILE = ".loopstudy-write-check"
-# Tune's experiment state (Ray 2.60): the newest of each pattern (by name) is what a restore reads
-TUNE_STATE = {"experiment_state-*.json": "json", "search_gen_state-*.json": "pickle",
-              "searcher-state-*.pkl": "pickle", "tuner.pkl": "pickle"}
 
 
 def min_free_bytes() -> int:
@@ -216,14 +215,14 @@ def check_tune_state(experiment: Path) -> None:
     """Refuse to resume from a Tune experiment state that was cut short (e.g. by a full disk
     during Tune's copy of it to the storage path, which overwrites the file in place): Tune's
     restore would log the error and start the experiment over, drawing new trials."""
-    if not (experiment / "tuner.pkl").is_file():
+    if not (experiment / TUNER_FILE).is_file():
         return
     for pattern, kind in TUNE_STATE.items():
         newest = max(experiment.glob(pattern), default=None)
         if newest is None or _whole(newest, kind):
             continue
-        staged = [Path(p) for p in glob.glob(os.path.join(ray_temp_dir(), "session_*", "artifacts", "*",
-                                                          experiment.name, "driver_artifacts", newest.name))]
+        staged_in = [part.format(experiment=experiment.name) for part in TUNE_STAGED_STATE]
+        staged = [Path(p) for p in glob.glob(os.path.join(ray_temp_dir(), *staged_in, newest.name))]
         copies = [p for p in staged if _whole(p, kind)]
         hint = (f"Ray's own copy {max(copies, key=lambda p: p.stat().st_mtime)} is whole: copy it over the "
                 "damaged file, then resume again" if copies else

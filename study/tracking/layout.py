@@ -11,13 +11,11 @@ probe/probe.png, probe/summary.json) as artifacts. Every write is one batched
 request (`log_batch`). Runs are found again by tag, so a resumed study re-attaches to them
 instead of creating duplicates.
 
-While a tracking server is away, trial events go to a backlog instead (study/tracking_backlog.py)
-and are sent when it answers again; in a study's driver, whatever needs MLflow's answer to go on
-(a phase's end) waits for it, up to LOOPSTUDY_MLFLOW_WAIT_S.
+While a tracking server is away, trial events go to a backlog instead and are sent when it
+answers again (study/tracking/delivery.py, the Tracker's other half).
 """
 from __future__ import annotations
 
-import functools
 import json
 import platform
 import subprocess
@@ -30,20 +28,17 @@ from pathlib import Path
 import optuna
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
-from ray.tune import Callback
-
 from analysis.layout import (B_TRAINED, CONFIG_HASH, FAILED, NUMBER, PARENT, POINT, REASON, REPEAT, ROLE,
                              RUNNING, SAMPLED, STATE, STEPS, TRIAL, TUNE_ID, VERSIONED)
 from analysis.trials import search_all
 from trainables.probing import PROBE_FOLDER
 
-from .outcome import FROM_OPTUNA, MLFLOW_STATUS, classify
-from .stores import SERVERS, Stores
-from .tracking_backlog import BACKLOG, Backlog, Outage, TrackingUnavailable, answers, is_outage, why
+from ..outcome import FROM_OPTUNA, MLFLOW_STATUS
+from ..storage.stores import Stores
+from .delivery import Delivery, needs_mlflow
 from .trial_run import CURVES, logged_params, loops_trained, science_curves, trial_config, trial_name
 
 SEARCH_BEST = "search_best"     # tag of the best search trial (of each scientific point): one seed
-WAIT_PROBE_S = 5.0              # how often a driver waiting for the tracking server probes it
 
 
 def _git(*args: str) -> str:
@@ -59,29 +54,7 @@ def _batched(items: list, size: int = 100):
         yield items[i:i + size]
 
 
-def _needs_mlflow(at_start: bool = False):
-    """For a Tracker method that cannot go on without MLflow's answer: first send the backlog;
-    while the tracking server is away, wait for it (up to the tracker's `wait_s`: a running
-    study's driver waits, other commands do not) or, `at_start` of a study, say at once that it
-    does not answer."""
-    def decorate(method):
-        @functools.wraps(method)
-        def steady(self: "Tracker", *args, **kwargs):
-            deadline = time.monotonic() + (0 if at_start else self.wait_s)
-            while True:
-                self.wait_for_mlflow(deadline)
-                try:
-                    return method(self, *args, **kwargs)
-                except Exception as error:
-                    if not self._away(error):
-                        raise
-                    if time.monotonic() >= deadline:
-                        raise self._unavailable(error) from None
-        return steady
-    return decorate
-
-
-class Tracker:
+class Tracker(Delivery):
     """MLflow reads and writes for one study. Picklable (Tune pickles its callbacks)."""
 
     def __init__(self, stores: Stores, wait_s: float = 0.0):
@@ -98,79 +71,13 @@ class Tracker:
         self._last_step: dict[str, int] = {}     # run id -> last step already logged
         self._nodes: dict[str, list[str]] = {}   # run id -> Ray node ids it ran on, in order
         self._closed: set[str] = set()           # runs that ended before a resume: left as they are
-        self.backlog = Backlog(self.stores.root / BACKLOG)
-        self.outage = Outage(self.stores.mlflow_shown, self.backlog)
+        self._start_delivery()
 
     @property
     def client(self) -> MlflowClient:
         if self._client is None:
             self._client = MlflowClient(tracking_uri=self.stores.mlflow_uri)
         return self._client
-
-    # ------------------------------------------------------------ while the server is away
-
-    def _away(self, error: BaseException) -> bool:
-        """Whether `error` means a tracking server is away (noted, and said once); a local
-        store's errors are never an outage."""
-        if not self.stores.mlflow_uri.startswith(SERVERS) or not is_outage(error):
-            return False
-        self.outage.went_away(error)
-        return True
-
-    def _unavailable(self, error: BaseException | None = None) -> TrackingUnavailable:
-        kept = len(self.backlog)
-        return TrackingUnavailable(
-            f"'storage.mlflow' {self.stores.mlflow_shown} does not answer"
-            + (f" ({why(error)})" if error else "") + (
-                f"; {kept} trial events are kept in {self.backlog.path} and the run folders: start the "
-                f"server, then `loopstudy sync {self.stores.root}` or `loopstudy resume {self.stores.root}`"
-                if kept else ": start it (`loopstudy server`), or fix the address"))
-
-    def record(self, event: dict) -> None:
-        """A trial event from Tune's callback, written to MLflow now, or kept in the backlog (in
-        order, behind any kept before) while the tracking server is away: never waits for it."""
-        if not self.send_backlog():
-            self.backlog.append(event)
-            return
-        try:
-            self._apply(event)
-        except Exception as error:
-            if not self._away(error):
-                raise
-            self.backlog.append(event)
-
-    def send_backlog(self, probe_now: bool = False) -> bool:
-        """Send the kept events, if the server answers (while it is away, probed at most every
-        PROBE_EVERY_S unless `probe_now`); whether it is back and none is left."""
-        if self.outage.since is None and not self.backlog.path.is_file():
-            return True
-        if not (self.outage.may_probe() or probe_now) or not answers(self.stores.mlflow_uri):
-            return False
-        events = self.backlog.events()
-        for sent, event in enumerate(events):
-            try:
-                self._apply(event)
-            except Exception as error:
-                if not self._away(error):
-                    raise
-                self.backlog.keep(events[sent:])
-                return False
-        self.backlog.keep([])
-        self.outage.back(len(events))
-        return True
-
-    def wait_for_mlflow(self, deadline: float) -> None:
-        """Send the backlog, waiting until `deadline` (time.monotonic()) for the server."""
-        said = False
-        while not self.send_backlog(probe_now=True):
-            if time.monotonic() >= deadline:
-                raise self._unavailable()
-            if not said:
-                print(f"mlflow: waiting for {self.stores.mlflow_shown} ({len(self.backlog)} events kept in "
-                      f"{self.backlog.path}; up to {deadline - time.monotonic():.0f} s more; Ctrl-C stops, "
-                      f"then `loopstudy sync {self.stores.root}` sends them)", flush=True)
-                said = True
-            time.sleep(WAIT_PROBE_S)
 
     def _apply(self, event: dict) -> None:
         """One trial event (TrackingCallback's), written to MLflow; idempotent."""
@@ -182,6 +89,7 @@ class Tracker:
         else:
             self.end_child(self.child(tune_id, tune_config), event["state"], event["reason"],
                            Path(event["run_dir"]) if event.get("run_dir") else None)
+
 
     # ------------------------------------------------------------ the study's experiment
 
@@ -197,7 +105,7 @@ class Tracker:
         where = " and ".join(f"tags.{k} = '{v}'" for k, v in tags.items())
         return search_all(self.client, self.experiment_id, where)     # every page: one search stops at 10 000
 
-    @_needs_mlflow()
+    @needs_mlflow()
     def children(self, role: str = TRIAL, point: str = "") -> list:
         """The runs of the search's trials (or of the replicates, role=REPLICATE); with `point`,
         only those of that scientific point ("s=1")."""
@@ -213,7 +121,7 @@ class Tracker:
             self._ids["parent"] = found[0].info.run_id
         return self._ids["parent"]
 
-    @_needs_mlflow(at_start=True)
+    @needs_mlflow(at_start=True)
     def start_parent(self, spec) -> str:
         """The study's parent run: created once, set RUNNING again on resume."""
         run_id = self.parent_id()
@@ -230,7 +138,7 @@ class Tracker:
                   "searched": ",".join(spec.space.searched), "seeds_per_config": spec.seeds_per_config,
                   "objectives": ",".join(f"{o.metric}:{o.mode}" for o in spec.objectives),
                   **{f"override.{k}": v for k, v in spec.overrides.items()},
-                  # as the study gives them: a password only ever as its ${VARIABLE} (study.stores)
+                  # as the study gives them: a password only ever as its ${VARIABLE} (study/storage/credentials.py)
                   **{f"storage.{k}": v for k, v in spec.storage.given().items()}}
         for section in ("budget", "scheduler", "resources"):
             value = getattr(spec, section)
@@ -242,14 +150,14 @@ class Tracker:
                                                 indent=1, default=str), "space.json")
         return run_id
 
-    @_needs_mlflow()
+    @needs_mlflow()
     def tag_parent(self, tags: dict[str, str], metrics: dict[str, float] | None = None) -> None:
         """Tags (and metrics) on the study's parent run, in one request."""
         now = int(time.time() * 1000)
         self.client.log_batch(self.parent_id(), tags=[RunTag(k, str(v)) for k, v in tags.items()],
                               metrics=[Metric(k, float(v), now, 0) for k, v in (metrics or {}).items()])
 
-    @_needs_mlflow()
+    @needs_mlflow()
     def end_parent(self, state: str, summary: dict) -> None:
         run_id = self.parent_id()
         tags = [RunTag(STATE, state)] + [RunTag(k, str(v)) for k, v in summary.items()]
@@ -347,7 +255,7 @@ class Tracker:
 
     # ------------------------------------------------------------ after the run
 
-    @_needs_mlflow()
+    @needs_mlflow()
     def reconcile(self, study: optuna.Study, point: str = "") -> None:
         """Close every child run (of scientific `point`) still RUNNING from its Optuna trial's
         final state and reason, and tag the search's best trial (one objective: `search_best`,
@@ -368,29 +276,3 @@ class Tracker:
                 self.end_child(run.info.run_id, state, reason)
             on_front = frozen is not None and frozen.number in front
             self.client.log_batch(run.info.run_id, tags=[RunTag(tag, str(on_front).lower())])
-
-
-class TrackingCallback(Callback):
-    """Tune callback feeding the Tracker: child runs, batched curves, final states."""
-
-    def __init__(self, tracker: Tracker, max_steps: int):
-        self.tracker, self.max_steps = tracker, max_steps
-
-    def on_trial_start(self, iteration, trials, trial, **info):
-        self.tracker.record({"event": "start", "tune_id": trial.trial_id, "config": trial.config})
-
-    def on_trial_result(self, iteration, trials, trial, result, **info):
-        kept = {k: v for k, v in result.items() if k in ("step", "node_id", "node_ip") or "/" in k}
-        self.tracker.record({"event": "result", "tune_id": trial.trial_id, "result": kept})
-
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        state, reason = classify(trial.last_result, False, self.max_steps)
-        self._end(trial, state, reason)
-
-    def on_trial_error(self, iteration, trials, trial, **info):
-        error = (trial.get_error() or "").strip().splitlines()
-        self._end(trial, FAILED, (error[-1] if error else "the trial raised an error")[:500])
-
-    def _end(self, trial, state: str, reason: str) -> None:
-        self.tracker.record({"event": "end", "tune_id": trial.trial_id, "config": trial.config, "state": state,
-                             "reason": reason, "run_dir": trial.path})

@@ -1,5 +1,5 @@
-"""A lean MLflow tracking server: one worker, no job runner (about 0.5 GiB and 7 s to answer,
-against 2.6 GiB and 25 s for the defaults), proxied artifacts so that clients on other machines
+"""A lean MLflow tracking server: one worker, no job runner (a fifth of the defaults' memory and
+a third of their start-up: bench/results/design_figures.md), proxied artifacts so that clients on other machines
 never need the server's disk. `loopstudy server` runs it for a team; `loopstudy ui` for one study.
 
 Both log errors only: no access line per request, no start-up notices, no warnings; and both
@@ -16,8 +16,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-from . import QUIET_ENV
-from .stores import redact
+from .. import QUIET_ENV
+from ..storage.credentials import redact
 
 LEAN_ENV = {**QUIET_ENV, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
             "MLFLOW_LOGGING_LEVEL": "ERROR", "PYTHONWARNINGS": "ignore"}

@@ -32,7 +32,7 @@ import sys
 import time
 from pathlib import Path
 
-from .spec import StudyError
+from ..errors import StudyError
 
 LOCK_FILE = "study.lock"
 
@@ -74,7 +74,7 @@ class StudyLock:
             if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
                 raise self._running(recorded) from None
             raise StudyError(f"{self.path}: cannot lock the study ({exc.strerror}): the filesystem "
-                             "does not support file locks (see study/study_lock.py)") from None
+                             "does not support file locks (see study/storage/study_lock.py)") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, (json.dumps(_holder()) + "\n").encode(), 0)
         self._fd = fd

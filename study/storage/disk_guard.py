@@ -1,4 +1,4 @@
-"""The disk a running study writes to, watched (checked before the start: study/disk_space.py).
+"""The disk a running study writes to, watched (checked before the start: disk_checks.py).
 
 While a driver runs (`guarded`, around its work) it keeps RESERVE (16 MB) of each of those
 filesystems in a file of its own (`.loopstudy-reserve`), freed the moment it stops, so that Tune's
@@ -37,40 +37,32 @@ from pathlib import Path
 
 from ray.tune import Stopper
 
-from .disk_space import (MB, MIN_FREE_ENV, RESERVE, RESERVE_FILE, Location, free_bytes, locations, min_free_bytes,
-                         reserved, shown_mb)
-from .spec import StudyError
+from analysis.library_internals import TUNE_INTERRUPT_HANDLER, TUNE_LOGGER
+
+from ..errors import StudyError, causes
+from .disk_checks import (MB, MIN_FREE_ENV, RESERVE, RESERVE_FILE, Location, free_bytes, locations, min_free_bytes,
+                          reserved, shown_mb)
 
 NEARLY_FULL = 1 * MB           # a trial's error with less than this left on its disk: disk full
 DISK_FULL = "disk_full"        # the key of the report a trial makes instead of failing
 WAIT_FOR_STOP_S = 120          # how long such a trial waits for the driver to stop the study
 FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 FULL_TEXTS = ("no space left on device", "database or disk is full", "disk quota exceeded")
-TUNE_INTERRUPT = "signal_interrupt_tune_run"    # Tune's SIGINT/SIGUSR1 handler (ray/tune/tune.py, 2.60)
+
+
+def _says_full(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in FULL_ERRNOS or any(t in str(exc).lower() for t in FULL_TEXTS)
 
 
 def is_disk_full(exc: BaseException | None) -> bool:
     """Whether `exc` or an exception it was raised from says the disk (or quota) is full."""
-    for _ in range(20):
-        if exc is None:
-            return False
-        if isinstance(exc, OSError) and exc.errno in FULL_ERRNOS:
-            return True
-        if any(text in str(exc).lower() for text in FULL_TEXTS):
-            return True
-        exc = exc.__cause__ or exc.__context__
-    return False
+    return any(map(_says_full, causes(exc)))
 
 
 def _describe(exc: BaseException) -> str:
     """One line: the innermost disk-full error of the chain, else `exc`."""
-    found = exc
-    for _ in range(20):
-        if exc is None:
-            break
-        if is_disk_full(exc):
-            found = exc
-        exc = exc.__cause__ or exc.__context__
+    found = [e for e in causes(exc) if _says_full(e)]
+    found = found[-1] if found else exc
     return " ".join(f"{type(found).__name__}: {found}".split())[:300]
 
 
@@ -171,12 +163,12 @@ class _Watch:
         self.release()
         print(line, flush=True)
         handler = signal.getsignal(signal.SIGUSR1)
-        if getattr(handler, "__name__", "") != TUNE_INTERRUPT:
+        if getattr(handler, "__name__", "") != TUNE_INTERRUPT_HANDLER:
             # Tune catches signals only when it runs in the main thread; without its handler the
             # loop can only be left by an error (no last state snapshot: resume as after a crash)
             raise StudyError(f"{line} (Tune's stop handler is not installed: stopped without saving "
                              "Tune's last state)")
-        tune_log = logging.getLogger("ray.tune.tune")
+        tune_log = logging.getLogger(TUNE_LOGGER)
         disabled, tune_log.disabled = tune_log.disabled, True    # its "Stop signal received (SIGINT)"
         try:
             handler(signal.SIGUSR1, None)

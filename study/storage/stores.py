@@ -14,76 +14,25 @@ Cluster (a `storage` section, or `loopstudy submit` flags): each store is named 
     optuna: journal:///shared/loopstudy/optuna.log    or postgresql://optuna@host/db
     mlflow: http://mlflow-host:5001       a tracking server (`loopstudy server`)
 
-No password is ever written into a URI of ours: one in the study file or a flag would be kept in
-study.yaml (and the study's MLflow parent run) and shown by whatever prints the URI. It comes
-from the environment: the tools' own (PGPASSWORD or ~/.pgpass for PostgreSQL,
-MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD for an MLflow server), or a reference in the
-password's place, `postgresql://optuna:${OPTUNA_DB_PASSWORD}@host/db`, expanded only when a store
-is opened (`Stores.optuna_url`, `Stores.mlflow_uri`; print `optuna_shown`, `mlflow_shown`).
-`redact` shows any URI without its password.
+No password is written into a URI of ours (study/storage/credentials.py): print `optuna_shown`
+and `mlflow_shown`; `optuna_url` and `mlflow_uri` hold the password, to open the stores with.
 """
 from __future__ import annotations
 
-import contextlib
-import functools
-import os
-import re
-import sqlite3
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from urllib.parse import quote, urlparse
+from urllib.parse import urlparse
 
 import optuna
 import sqlalchemy
 
-from trainables.config import ConfigError
+from ..errors import ConfigError
+from .credentials import expanded, has_password, redact, replace_passwords
+from .databases import PatientRDBStorage, TABLE_RACE_ATTEMPTS, check_sqlite_store
 
 JOURNAL = "journal://"
 DATABASES = ("postgresql", "mysql")        # with an optional +driver: postgresql+psycopg2://...
 SERVERS = ("http", "https")
-# where a URI carries a password (group 1): scheme://user:PASSWORD@host, or ...?password=PASSWORD
-PASSWORDS = (re.compile(r"(?<=://)[^/@:]*:([^/@]*)@"), re.compile(r"[?&]password=([^&#]*)", re.IGNORECASE))
-REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")     # ${VARIABLE}
-
-
-def _replace_passwords(uri: str, replace) -> str:
-    """`uri` with each non-empty password `p` replaced by `replace(p)`."""
-    def one(match: re.Match) -> str:
-        if not match.group(1):
-            return match.group(0)
-        start, end = match.start(1) - match.start(0), match.end(1) - match.start(0)
-        return match.group(0)[:start] + replace(match.group(1)) + match.group(0)[end:]
-
-    for pattern in PASSWORDS:
-        uri = pattern.sub(one, uri)
-    return uri
-
-
-def redact(uri: str) -> str:
-    """`uri` as it may be shown: a password written out becomes ***; a ${VARIABLE} stays."""
-    return _replace_passwords(uri, lambda p: p if REFERENCE.fullmatch(p) else "***")
-
-
-def has_password(uri: str) -> bool:
-    """Whether `uri` holds a password written out (not a ${VARIABLE} reference)."""
-    return redact(uri) != uri
-
-
-def expanded(uri: str, where: str) -> str:
-    """`uri` with its ${VARIABLE} password taken from the environment (percent-encoded); the
-    error names the variable and the field (`where`)."""
-    def value(password: str) -> str:
-        reference = REFERENCE.fullmatch(password)
-        if reference is None:
-            return password
-        if reference.group(1) not in os.environ:
-            raise ConfigError(f"'{where}' {redact(uri)} takes its password from ${reference.group(1)}, which is "
-                              "not set here: export it (on a cluster also in the environment of every "
-                              "Ray node)")
-        return quote(os.environ[reference.group(1)], safe="")
-
-    return _replace_passwords(uri, value)
 
 
 @dataclass(frozen=True)
@@ -127,7 +76,7 @@ class Storage:
                             ("mlflow", "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD")):
             uri = getattr(self, name)
             if uri is not None and has_password(uri):
-                reference = _replace_passwords(uri, lambda p: f"${{LOOPSTUDY_{name.upper()}_PASSWORD}}")
+                reference = replace_passwords(uri, lambda p: f"${{LOOPSTUDY_{name.upper()}_PASSWORD}}")
                 found.append(f"'storage.{name}' holds a password ({redact(uri)}), which would be kept in "
                              f"study.yaml and MLflow: take it from the environment, as {tools}, or as "
                              f"'{reference}' (single-quoted in a shell)")
@@ -177,7 +126,7 @@ class Stores:
 
     @property
     def replicate_experiment(self) -> Path:
-        """Ray's experiment folder of the replicate phase (study/replicates.py)."""
+        """Ray's experiment folder of the replicate phase (study/replicate_plan.py)."""
         return self.ray / f"{self.name}-replicates"
 
     @property
@@ -233,75 +182,3 @@ class Stores:
     def optuna_study(self, study_name: str | None = None) -> optuna.Study:
         """The study's Optuna study (or another in the same storage: a scientific phase's)."""
         return optuna.load_study(study_name=study_name or self.name, storage=self.optuna_storage())
-
-
-TABLE_RACE_ATTEMPTS = 5      # drivers starting at once on a new database race to make its tables
-DATABASE_OUTAGE_S = 120      # how long a study waits for its Optuna database to answer again
-NOT_AN_OUTAGE = "database or disk is full"     # SQLite's: waiting does not free the disk (study/disk_guard.py)
-
-
-def _waits_out_outages(method):
-    """`method`, called again while the database cannot be reached (a restart, a failover), for
-    up to DATABASE_OUTAGE_S; any other error is raised at once."""
-    @functools.wraps(method)
-    def call(*args, **kwargs):
-        deadline = time.monotonic() + DATABASE_OUTAGE_S
-        while True:
-            try:
-                return method(*args, **kwargs)
-            except (optuna.exceptions.StorageInternalError, sqlalchemy.exc.OperationalError) as exc:
-                cause = exc if isinstance(exc, sqlalchemy.exc.OperationalError) else exc.__cause__
-                if not isinstance(cause, sqlalchemy.exc.OperationalError) or time.monotonic() > deadline \
-                        or NOT_AN_OUTAGE in str(cause):
-                    raise
-                time.sleep(1)
-    return call
-
-
-class PatientRDBStorage(optuna.storages.RDBStorage):
-    """Optuna's RDBStorage that outlasts a database restart: pooled connections are checked
-    before use, and a call the database cannot answer is retried (`_waits_out_outages`).
-
-    Pickled (Tune keeps the searcher, and this storage with it, in tuner.pkl and its searcher
-    state), it holds the URL as the study gives it, a password only as its ${VARIABLE}, and
-    takes the password from the environment again when unpickled."""
-
-    def __init__(self, url: str, shown_url: str | None = None):
-        super().__init__(url, engine_kwargs={"pool_pre_ping": True})
-        self.shown_url = shown_url or url
-
-    def __getstate__(self) -> dict:
-        return {**super().__getstate__(), "url": self.shown_url}
-
-    def __setstate__(self, state: dict) -> None:
-        super().__setstate__({**state, "url": expanded(state["shown_url"], "storage.optuna")})
-
-
-for _name in [n for n in vars(optuna.storages.BaseStorage) if not n.startswith("_")]:
-    setattr(PatientRDBStorage, _name, _waits_out_outages(getattr(optuna.storages.RDBStorage, _name)))
-
-
-def check_sqlite_store(url: str, table: str, owner: str) -> None:
-    """Refuse an existing SQLite file at `url` that is damaged or not `owner`'s store (it has no
-    `table`), reading it only: Optuna and MLflow would fail on it with a traceback, or write
-    their own tables into another store's file. Other URLs, and files not there yet, pass."""
-    path = Path(url[len("sqlite:///"):]) if url.startswith("sqlite:///") else None
-    if path is None or not path.is_file() or path.stat().st_size == 0:
-        return
-
-    def refused(what: str) -> ConfigError:
-        return ConfigError(f"{path}: not {owner}'s store: {what}; it was left as it is (move it away, "
-                           "or point the study at the right file)")
-
-    try:
-        with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
-            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-            check = db.execute("PRAGMA quick_check").fetchone()[0]
-    except sqlite3.DatabaseError as exc:     # "file is not a database", "database disk image is malformed"
-        if "database is locked" in str(exc):
-            return                           # a writer holds it (a running driver): a database, in use
-        raise refused(f"a damaged or foreign file ({exc})") from None
-    if check != "ok":
-        raise refused(f"a damaged SQLite database ({check})")
-    if table not in tables:
-        raise refused(f"a SQLite database without {owner}'s tables")

@@ -22,9 +22,10 @@ from pathlib import Path
 
 import yaml
 
-from . import QUIET_ENV
-from .cluster import READY
-from .spec import StudyError, StudySpec
+from .. import QUIET_ENV
+from ..errors import StudyError
+from ..spec import StudySpec
+from .nodes import READY
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("study", "trainables", "search_spaces", "analysis")

@@ -10,7 +10,7 @@ ADDRESS_HELP = "the cluster's Jobs address, http://HEAD:8265 (default: $RAY_API_
 
 
 def _address(args) -> str:
-    from .spec import StudyError
+    from ..errors import StudyError
 
     if not args.address:
         raise StudyError(f"`loopstudy {args.command}` needs --address http://HEAD:8265 "
@@ -20,7 +20,7 @@ def _address(args) -> str:
 
 def submit_study(spec, args, resume: bool = False) -> None:
     """Submit, wait until every node reaches the stores, then follow the log or say how to."""
-    from .submit import follow, submit, wait_ready
+    from .jobs import follow, submit, wait_ready
 
     address = _address(args)
     job = submit(spec, address, args.python, resume=resume)
@@ -40,7 +40,7 @@ def submit_study(spec, args, resume: bool = False) -> None:
 
 
 def cmd_submit(args) -> None:
-    from .spec import parse_study, read_study_file
+    from ..spec import parse_study, read_study_file
 
     spec = read_study_file(args.study)
     storage = spec.storage.merged(storage_path=args.storage_path, optuna=args.optuna_storage,
@@ -51,14 +51,14 @@ def cmd_submit(args) -> None:
 
 def cmd_jobs(args) -> None:
     from analysis.layout import table
-    from .submit import job_rows
+    from .jobs import job_rows
 
     rows = job_rows(_address(args))
     print(table(rows, ["job", "status", "study", "started", "entrypoint"]) if rows else "no jobs")
 
 
 def cmd_logs(args) -> None:
-    from .submit import client, follow
+    from .jobs import client, follow
 
     if args.follow:
         follow(_address(args), args.job)
@@ -67,7 +67,7 @@ def cmd_logs(args) -> None:
 
 
 def cmd_stop(args) -> None:
-    from .submit import client
+    from .jobs import client
 
     stopped = client(_address(args)).stop_job(args.job)
     print(f"job {args.job}: " + ("stopping (the driver got SIGINT; Tune saves its state)" if stopped
@@ -75,7 +75,7 @@ def cmd_stop(args) -> None:
 
 
 def cmd_server(args) -> None:
-    from .server import serve_tracking
+    from .mlflow_server import serve_tracking
 
     serve_tracking(args.backend, args.artifacts, args.host, args.port)
 

@@ -23,6 +23,7 @@ from optuna.trial import TrialState
 from analysis.layout import CONFOUNDS, POINTS, REPLICATE, RUNNING, SCIENTIFIC_VALUES, STATE, TRIAL, TUNE_ID
 from analysis.library_internals import TUNER_FILE
 from trainables.config import first_difference, from_dict
+from trainables.run_folder import KEEP_CHECKPOINTS
 
 from . import quiet_environment
 from .cluster.nodes import READY, alive_nodes, check_nodes
@@ -108,13 +109,9 @@ def _start_ray(stores: Stores) -> int:
 
 def _adapter(spec: StudySpec):
     """The Tune function trainable for the study's `trainable` (train_trainable, ...)."""
-    from trainables import ray_adapter
+    from trainables.ray_adapter import TRAINABLES
 
-    function = getattr(ray_adapter, f"{spec.trainable}_trainable", None)
-    if function is None:
-        raise StudyError(f"{spec.results_dir}: 'trainable': trainables.ray_adapter has no "
-                         f"'{spec.trainable}_trainable' yet")
-    return function
+    return TRAINABLES[spec.trainable]
 
 
 def _tuner(spec: StudySpec, stores: Stores, tracker: Tracker, resume: bool, phase: Phase | None,
@@ -160,7 +157,7 @@ def _tuner(spec: StudySpec, stores: Stores, tracker: Tracker, resume: bool, phas
         run_config=tune.RunConfig(
             name=experiment.name, storage_path=str(stores.ray), callbacks=callbacks, verbose=0,
             stop=disk_guard.DiskGuard(),       # sees each result first: stops the study before its disk fills
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=KEEP_CHECKPOINTS),
             failure_config=tune.FailureConfig(max_failures=spec.budget.max_failures)))
 
 
@@ -220,7 +217,6 @@ def run_study(spec: StudySpec, resume: bool = False) -> StudyResult:
     replicate phase when the study asks for one. Returns whether both finished."""
     quiet_environment()
     stores = Stores.of(spec)
-    _adapter(spec)
     started_before = any((stores.experiment_of(p.experiment_name(spec.name)) / TUNER_FILE).is_file()
                          for p in spec.phases)
     if resume and not started_before:

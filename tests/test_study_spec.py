@@ -9,6 +9,7 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 import yaml  # noqa: E402
+import typing  # noqa: E402
 
 from study.errors import StudyError  # noqa: E402
 from study.spec import find_study, parse_study, read_study_file  # noqa: E402
@@ -143,3 +144,11 @@ def test_resume_refuses_a_base_whose_config_changed_since_the_start(tmp_path):
     with pytest.raises(StudyError, match=r"base 'paper_linear_regression_looped_cpu' resolves to another "
                                          r"config .*training.batch_size: 64 -> 32"):
         _check_base_configs(edited, stores)
+
+
+def test_every_trainable_a_study_may_name_has_a_tune_function_and_its_metrics():
+    from trainables.ray_adapter import TRAINABLES
+    from study.spec import METRICS, StudyFile
+
+    named = set(typing.get_args(typing.get_type_hints(StudyFile)["trainable"]))
+    assert named == set(TRAINABLES) == set(METRICS)

@@ -108,3 +108,7 @@ def probe_trainable(tune_config: dict) -> None:
         probed = probe(config, report_probe, run_dir=out_dir, out_dir=out_dir / PROBE_FOLDER,
                        resume_from=resume_from if probing else None, num_threads=threads)
     _report(_probe_step(config, _scalars(probed)), latest_checkpoint(out_dir / PROBE_FOLDER))
+
+
+# a study file's `trainable` -> its Tune function trainable (Tune names trials after the function)
+TRAINABLES = {"train": train_trainable, "probe": probe_trainable, "synthetic": synthetic_trainable}

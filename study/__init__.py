@@ -41,12 +41,24 @@ LOCAL_RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "tok
 QUIET_LOGGERS = (MLFLOW_NEW_DATABASE_LOGGER, *OPTUNA_NEW_STUDY_LOGGERS)
 
 
+def user_ray_tmpdir() -> str:
+    """Where a local Ray of this user keeps its session folders and Tune its lock files:
+    <tmp>/loopstudy-ray-<uid>. Ray's default (/tmp/ray, /tmp/_ray_lockfiles) is made by the first
+    user's Ray with mode 0755, and every other user's restore then fails to take its lock."""
+    import os
+    import tempfile
+
+    return os.path.join(tempfile.gettempdir(), f"loopstudy-ray-{os.getuid()}")
+
+
 def quiet_environment(local_ray: bool = True) -> None:
-    """Set QUIET_ENV in this process (keeping what the user set), and LOCAL_RAY_ENV when it may
-    start a local Ray (`local_ray`, and no RAY_ADDRESS to join), before Ray or MLflow are imported."""
+    """Set QUIET_ENV in this process (keeping what the user set), and LOCAL_RAY_ENV and a Ray
+    temp folder of this user's (RAY_TMPDIR, unless set) when it may start a local Ray
+    (`local_ray`, and no RAY_ADDRESS to join), before Ray or MLflow are imported."""
     import os
 
-    local = LOCAL_RAY_ENV if local_ray and not os.environ.get("RAY_ADDRESS") else {}
+    local = {**LOCAL_RAY_ENV, "RAY_TMPDIR": user_ray_tmpdir()} if local_ray and not os.environ.get("RAY_ADDRESS") \
+        else {}
     for key, value in {**QUIET_ENV, **local}.items():
         os.environ.setdefault(key, value)
 

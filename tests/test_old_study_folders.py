@@ -33,8 +33,8 @@ def moved() -> Path:
     rewritten; removed afterwards."""
     root = Path(tempfile.mkdtemp(prefix="loopstudy-moved-".ljust(len(OLD_NAME) - 8, "x"), dir=TMP))
     assert len(root.name) == len(OLD_NAME)
-    with tarfile.open(FIXTURE) as archive:
-        archive.extractall(root, filter="data")
+    with tarfile.open(FIXTURE) as archive:       # Python before 3.11.4 (Debian's 3.11.2) has no filter
+        archive.extractall(root, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
     for path in root.rglob("*"):
         if path.is_file():
             data = path.read_bytes()

@@ -10,7 +10,7 @@ import functools
 import os
 import pwd
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from glob import glob
 from pathlib import Path
 from typing import Callable
@@ -89,7 +89,6 @@ class Tier:
     description: str
     problem: Callable[[], str | None]
     remedy: str
-    skipped: list[str] = field(default_factory=list)
 
     @functools.cached_property
     def why_not(self) -> str | None:
@@ -114,13 +113,16 @@ def _tiers_not_runnable(item) -> list[Tier]:
     return [tier for tier in TIERS if tier.why_not and tier.name in item.keywords]
 
 
+def _not_run(tier: Tier) -> str:
+    return f"{tier.name} tier not run: "
+
+
 def pytest_collection_modifyitems(config, items):
     if ALL_TIERS:
         return                  # pytest_runtest_setup fails them instead
     for item in items:
         for tier in _tiers_not_runnable(item):
-            item.add_marker(pytest.mark.skip(reason=f"{tier.name} tier not run: {tier.why_not}"))
-            tier.skipped.append(item.nodeid)
+            item.add_marker(pytest.mark.skip(reason=_not_run(tier) + tier.why_not))
 
 
 def pytest_runtest_setup(item):
@@ -131,9 +133,13 @@ def pytest_runtest_setup(item):
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """Each tier that was skipped, counted from the skip reports (with pytest-xdist the tests
+    are collected by its workers, and only their reports reach this process)."""
+    reasons = [str(report.longrepr) for report in terminalreporter.stats.get("skipped", [])]
     for tier in TIERS:
-        if tier.skipped:
-            terminalreporter.write_line(f"TIER NOT RUN: {tier.name} ({len(tier.skipped)} tests): {tier.why_not}; "
+        skipped = sum(_not_run(tier) in reason for reason in reasons)
+        if skipped:
+            terminalreporter.write_line(f"TIER NOT RUN: {tier.name} ({skipped} tests): {tier.why_not}; "
                                         f"{tier.remedy}", yellow=True, bold=True)
 
 

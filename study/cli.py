@@ -105,10 +105,11 @@ def cmd_run(args) -> None:
 
 
 def cmd_resume(args) -> None:
-    from study.runner import run_study
     from study.spec import find_study
 
-    spec = find_study(args.name, args.results_root)
+    spec = find_study(args.name, args.results_root)      # a missing study is said before Ray is imported
+    from study.runner import run_study
+
     if args.address:
         from study.cluster.cli import submit_study
 
@@ -127,9 +128,11 @@ def cmd_status(args) -> None:
 def cmd_sync(args) -> None:
     from study.spec import find_study
     from study.storage.stores import Stores
+
+    stores = Stores.of(find_study(args.name, args.results_root))
     from study.tracking.layout import Tracker
 
-    tracker = Tracker(Stores.of(find_study(args.name, args.results_root)))
+    tracker = Tracker(stores)
     kept = len(tracker.backlog)
     if not kept:
         print(f"nothing to send: no trial events are kept for MLflow ({tracker.backlog.path} does not exist)")
@@ -139,30 +142,43 @@ def cmd_sync(args) -> None:
 
 
 def cmd_ui(args) -> None:
+    from study.spec import find_study
+
+    spec = find_study(args.name, args.results_root)
     from study.ui import serve
 
-    serve(args.name, args.results_root, optuna=args.optuna, port=args.port)
+    serve(spec, optuna=args.optuna, port=args.port)
 
 
 def cmd_report(args) -> None:
-    from study.publish import report
     from study.spec import find_study
 
-    path = report(find_study(args.name, args.results_root), args.out)
+    spec = find_study(args.name, args.results_root)
+    from study.publish import report
+
+    path = report(spec, args.out)
     print(f"report: {path}  (figures beside it; also logged to the study's parent MLflow run)")
 
 
 def cmd_export(args) -> None:
-    from study.publish import export
     from study.spec import find_study
 
-    for path in export(find_study(args.name, args.results_root), args.top, args.format, args.scale, args.out):
+    spec = find_study(args.name, args.results_root)
+    from study.publish import export
+
+    for path in export(spec, args.top, args.format, args.scale, args.out):
         print(path)
 
 
 def positive_int(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return int(text)
+
+
+def port(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a TCP port, 1 to 65535, got {text!r}")
     return int(text)
 
 
@@ -211,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
         _study_args(p)
         p.set_defaults(func=func)
     p.add_argument("--optuna", action="store_true", help="serve optuna-dashboard on the Optuna storage")
-    p.add_argument("--port", type=int, default=5000, help="port on 127.0.0.1 (default 5000)")
+    p.add_argument("--port", type=port, default=5000, help="port on 127.0.0.1 (default 5000)")
     add_job_args(sub.choices["resume"])          # resume --address URL: as a job on that cluster
     add_cluster_commands(sub)
 
@@ -222,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="YAML configs of a study's best trials")
     _study_args(p)
-    p.add_argument("--top", type=int, default=1, help="how many of the best completed trials (default 1)")
+    p.add_argument("--top", type=positive_int, default=1, help="how many of the best completed trials (default 1)")
     p.add_argument("--format", default="loopstudy", choices=("loopstudy", "reference"),
                    help="loopstudy: reruns with `loopstudy train`; reference: the reference code's layout")
     p.add_argument("--scale", choices=("full",), help="full: map a CPU-sized winner to the full-size preset")

@@ -23,7 +23,7 @@ from analysis.layout import B_TRAINED, PARENT, REASON, ROLE, STATE, STEPS
 
 from .cluster.mlflow_server import LEAN_ENV, mlflow_server_command, run_until_signal
 from .errors import StudyError
-from .spec import StudySpec, find_study
+from .spec import StudySpec
 from .storage.stores import SERVERS, Stores
 from .storage.credentials import redact
 from .tracking.trial_run import CURVES
@@ -101,8 +101,7 @@ def runs_url(base: str, experiment_id: str, run_id: str | None = None) -> str:
     return f"{base.rstrip('/')}/#/experiments/{experiment_id}/{page}workflowType=machine_learning"
 
 
-def serve(name: str, results_root: str, optuna: bool = False, port: int = 5000) -> None:
-    spec = find_study(name, results_root)
+def serve(spec: StudySpec, optuna: bool = False, port: int = 5000) -> None:
     stores = Stores.of(spec)
     private = None
     if optuna:

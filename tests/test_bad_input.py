@@ -390,3 +390,23 @@ def test_a_missing_study_lists_the_studies_found(results, capsys):
 def test_a_yaml_date_is_no_number():
     with pytest.raises(ConfigError, match="'training.seed' must be an integer, got datetime.date"):
         from_dict({"training": {"seed": datetime.date(2020, 1, 1)}})
+
+
+def test_a_key_given_twice_is_refused_naming_it_and_its_line(tmp_path):
+    path = tmp_path / "twice.yaml"
+    path.write_text(yaml.safe_dump(_study(tmp_path), sort_keys=False) + "name: other\n")   # PyYAML keeps the last
+    with pytest.raises(StudyError, match=r"twice.yaml: not valid YAML: line \d+, column 1: the key 'name' is "
+                                         r"given twice"):
+        read_study_file(path)
+    config = tmp_path / "config.yaml"
+    config.write_text("training:\n  learning_rate: 0.001\n  learning_rate: 0.01\n")
+    with pytest.raises(ConfigError, match=r"line 3, column 3: the key 'learning_rate' is given twice"):
+        load_config(config)
+
+
+def test_cli_arguments_out_of_range_are_refused_before_anything_runs(capsys):
+    for argv, field in ((["export", "x", "--top", "0"], "--top"), (["ui", "x", "--port", "70000"], "--port")):
+        with pytest.raises(SystemExit) as exited:
+            from study.cli import main
+            main(argv)
+        assert exited.value.code == 2 and f"argument {field}: expected" in capsys.readouterr().err

@@ -56,10 +56,31 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
     return at + " ".join(str(getattr(exc, "problem", None) or exc).split())
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader refusing a key given twice in one mapping (PyYAML keeps the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":      # `<<: *base`: its keys may be overridden
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"the key {key!r} is given twice in one mapping (which one is meant?)",
+                    key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _UniqueKeyLoader.construct_mapping)
+
+
 def parse_yaml(text: str, where: str):
-    """YAML text as plain data (safe_load); ConfigError starting with `where` if it is not YAML."""
+    """YAML text as plain data (safe_load's types; a key twice in one mapping is refused);
+    ConfigError starting with `where` if it is not YAML."""
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_UniqueKeyLoader)     # a SafeLoader: plain data only
     except yaml.YAMLError as exc:
         raise ConfigError(f"{where}: not valid YAML: {_yaml_problem(exc)}") from None
     except ValueError as exc:       # a scalar PyYAML cannot build: an int of 5000 digits, 2020-13-45

@@ -6,8 +6,10 @@ import json
 import multiprocessing
 import os
 import re
+import shlex
 import signal
 import socket
+import sys
 from pathlib import Path
 
 import optuna
@@ -84,7 +86,9 @@ def test_the_lock_creates_a_missing_results_folder_and_records_the_holder(tmp_pa
     with StudyLock(folder):
         record = json.loads((folder / LOCK_FILE).read_text())
     assert record["host"] == socket.gethostname() and record["user"] == getpass.getuser()
-    assert "pytest" in record["command"] and re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", record["since"])
+    # this process's own command line (pytest's, or a pytest-xdist worker's)
+    assert record["command"] == shlex.join(sys.orig_argv)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", record["since"])
 
 
 def lock_holders(path: Path) -> set[int]:

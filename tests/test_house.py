@@ -29,3 +29,10 @@ def test_the_import_graph_follows_the_house_rules():
     arrows = {tuple(line.split()[:3:2]) for line in done.stdout.splitlines() if "->" in line}
     assert ("study", "analysis") in arrows and ("analysis", "study") not in arrows
     assert ("analysis", "ray") not in arrows and ("trainables", "mlflow") not in arrows
+
+
+def test_a_submitted_job_ships_every_package_of_the_house():
+    from study.cluster.jobs import PACKAGES, REPO
+
+    assert set(PACKAGES) == {"trainables", "search_spaces", "study", "analysis"}
+    assert all((REPO / package / "__init__.py").is_file() for package in PACKAGES), REPO

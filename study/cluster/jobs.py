@@ -27,7 +27,7 @@ from ..errors import StudyError
 from ..spec import StudySpec
 from .nodes import READY
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]      # study/cluster/jobs.py -> the repository
 PACKAGES = ("study", "trainables", "search_spaces", "analysis")
 JOB_ENV = {"RAY_JOB_STOP_SIGNAL": "SIGINT", "RAY_JOB_STOP_WAIT_TIME_S": "60"}
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
@@ -63,7 +63,7 @@ def submit(spec: StudySpec, address: str, python: str, resume: bool = False) -> 
     with tempfile.TemporaryDirectory(prefix="loopstudy-job-") as staging:
         _stage(spec, Path(staging))
         runtime_env = {"working_dir": staging, "excludes": ["__pycache__", "*.pyc"],
-                       "py_modules": [str(REPO / p) for p in PACKAGES if (REPO / p / "__init__.py").is_file()],
+                       "py_modules": [str(REPO / p) for p in PACKAGES],
                        "env_vars": {**QUIET_ENV, **JOB_ENV}}
         return client(address).submit_job(
             entrypoint=f"{python} -m study.cli {command}", runtime_env=runtime_env,

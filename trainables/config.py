@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import typing
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -19,7 +19,6 @@ from .schema import ConfigError, build, coerce, field_types, merged, parse_yaml,
 
 TaskName = Literal["linear_regression", "noisy_linear_regression", "sparse_linear_regression",
                    "relu_2nn_regression", "decision_tree"]
-TASKS = typing.get_args(TaskName)
 
 
 def loop_span(window: int, dilation: int) -> int:
@@ -33,6 +32,30 @@ def default_loop_start(window: int, dilation: int) -> int:
     return window * dilation
 
 
+def backprop_depth(training: TrainingConfig) -> int:
+    """k: every step differentiates its last k loop iterations. `training.backprop_depth: 0`
+    means the span (T-1)*s+1: gradient from the first supervised iteration on (the reference)."""
+    return training.backprop_depth or loop_span(training.n_loop_window, training.loop_dilation)
+
+
+def depth_bounds(config: Config) -> tuple[int, int]:
+    """(fewest, most) loop iterations a training step can run (docs/loop_knobs.md). The curriculum:
+    loops.start..loops.end. Sampled: training.depth_min (0 = max((T-1)*s+1, k)) ..
+    training.depth_max (0 = b for `uniform`, ceil(3 * mean) for `poisson_lognormal`)."""
+    tr, loops = config.training, config.curriculum.loops
+    if tr.depth_sampling == "curriculum":
+        return loops.start, loops.end
+    low = tr.depth_min or max(loop_span(tr.n_loop_window, tr.loop_dilation), backprop_depth(tr))
+    if tr.depth_max:
+        return low, tr.depth_max
+    return low, loops.end if tr.depth_sampling == "uniform" else math.ceil(3 * depth_mean(config))
+
+
+def depth_mean(config: Config) -> float:
+    """The mean of the Poisson-lognormal depth before clipping: training.depth_mean, 0 = b."""
+    return config.training.depth_mean or config.loop_budget
+
+
 @dataclass
 class ModelConfig:
     family: Literal["standard", "looped"] = "looped"
@@ -41,6 +64,7 @@ class ModelConfig:
     n_embd: int = 256
     n_dims: int = 20
     n_positions: int = 101            # most points a prompt may hold
+    injection: Literal["add", "none", "linear"] = "add"   # looped: how P enters each iteration
 
 
 @dataclass
@@ -86,6 +110,15 @@ class TrainingConfig:
     seed: int = 42
     n_loop_window: int = 15           # T
     loop_dilation: int = 1            # s
+    # the loop knobs of docs/loop_knobs.md; the defaults are the reference
+    backprop_depth: int = 0           # k: gradient through the last k iterations; 0 = (T-1)*s+1
+    loss_weights: Literal["uniform", "last", "geometric"] = "uniform"   # over the supervised iterations
+    loss_weight_decay: float = 0.5    # geometric: weight gamma**(supervised iterations from the last)
+    depth_sampling: Literal["curriculum", "uniform", "poisson_lognormal"] = "curriculum"
+    depth_mean: float = 0.0           # poisson_lognormal: mean before clipping; 0 = b
+    depth_sigma: float = 0.5          # poisson_lognormal: sigma of the log-normal rate
+    depth_min: int = 0                # sampled depths: fewest iterations; 0 = max((T-1)*s+1, k)
+    depth_max: int = 0                # sampled depths: most; 0 = b (uniform), ceil(3*mean) (poisson_lognormal)
     precision: Literal["fp32", "bf16"] = "fp32"
     eval_every: int = 1000
     checkpoint_every: int = 1000
@@ -97,6 +130,7 @@ class EvalConfig:
     n_prompts: int = 1280
     seed: int = 20231120              # independent of training.seed
     iteration_counts: list[int] = field(default_factory=list)   # looped: also score at these
+    depth_multiples: list[int] = field(default_factory=list)    # looped: ... and at these multiples of b
     bootstrap: int = 1000
 
 
@@ -317,10 +351,16 @@ def validate(config: Config) -> None:
                 f"'curriculum.loops.start' ({c.loops.start}) is below (T-1)*s+1 = {span} for "
                 f"'training.n_loop_window' T={tr.n_loop_window} and 'training.loop_dilation' "
                 f"s={tr.loop_dilation}: every step needs b >= (T-1)*s+1 loop iterations")
+        _validate_loop_knobs(config, span)
+    else:
+        for key, default in LOOPED_ONLY.items():
+            if config.flat()[key] != default:
+                raise ConfigError(f"'{key}' applies to looped models only ('model.family' is 'standard')")
     _positive("eval.n_prompts", ev.n_prompts)
     _positive("eval.bootstrap", ev.bootstrap)
-    for i, n in enumerate(ev.iteration_counts):
-        _positive(f"eval.iteration_counts[{i}]", n)
+    for name in ("iteration_counts", "depth_multiples"):
+        for i, n in enumerate(getattr(ev, name)):
+            _positive(f"eval.{name}[{i}]", n)
     for name in ("steps", "batch_size", "hidden", "eval_every", "chunk"):
         _positive(f"probe.{name}", getattr(pr, name))
     _positive("probe.learning_rate", pr.learning_rate)
@@ -329,3 +369,43 @@ def validate(config: Config) -> None:
     if pr.loop_iterations < 0:
         raise ConfigError(f"'probe.loop_iterations' must be >= 0 (0 = the loop budget b), "
                           f"got {pr.loop_iterations}")
+
+
+LOOPED_ONLY = {"model.injection": "add", "training.backprop_depth": 0,
+               "training.loss_weights": "uniform", "training.depth_sampling": "curriculum"}
+
+
+def _validate_loop_knobs(config: Config, span: int) -> None:
+    """The knobs of docs/loop_knobs.md: every step must run at least k >= (T-1)*s+1 iterations."""
+    tr, window = config.training, f"T={config.training.n_loop_window}, s={config.training.loop_dilation}"
+    for name in ("backprop_depth", "depth_mean", "depth_min", "depth_max"):
+        if getattr(tr, name) < 0:
+            raise ConfigError(f"'training.{name}' must be >= 0 (0 = its rule, docs/loop_knobs.md), "
+                              f"got {getattr(tr, name)}")
+    _positive("training.depth_sigma", tr.depth_sigma)
+    if not 0 < tr.loss_weight_decay <= 1:
+        raise ConfigError(f"'training.loss_weight_decay' must be in (0, 1], got {tr.loss_weight_decay}")
+    k = backprop_depth(tr)
+    if k < span:
+        raise ConfigError(
+            f"'training.backprop_depth' (k={k}) is below the loss window's span (T-1)*s+1 = {span} "
+            f"({window}): the earliest supervised iterations would get no gradient; set k >= {span} "
+            "or 0 (gradient from the first supervised iteration)")
+    low, high = depth_bounds(config)
+    sampling = tr.depth_sampling != "curriculum"
+    if sampling and low < span:
+        raise ConfigError(f"'training.depth_min' ({low}) is below (T-1)*s+1 = {span} ({window}): every "
+                          "step needs that many loop iterations")
+    if k > low:
+        raise ConfigError(f"'training.backprop_depth' (k={k}) exceeds "
+                          f"{'training.depth_min' if sampling else 'curriculum.loops.start'!r} ({low}), the "
+                          "fewest loop iterations a step runs: gradient cannot flow through more iterations than run")
+    if not sampling:
+        return
+    if high < low:
+        most = "'training.depth_max'" if tr.depth_max else (
+            "'curriculum.loops.end' (b, what 'training.depth_max: 0' means for uniform)")
+        raise ConfigError(f"{most} ({high}) is below 'training.depth_min' ({low})")
+    if tr.depth_sampling == "poisson_lognormal" and not low <= depth_mean(config) <= high:
+        raise ConfigError(f"'training.depth_mean' ({depth_mean(config)}; 0 = b) is outside the depths a "
+                          f"step may draw, 'training.depth_min'..'training.depth_max' = {low}..{high}")

@@ -1,5 +1,7 @@
 """Held-out evaluation (SPEC section 7): normalised error per in-context count k, a bootstrap
-band, three baselines, and the looped model's last-point error versus iteration count."""
+band, three baselines, and the looped model's last-point error versus iteration count; for the
+test-time depth axis (docs/loop_knobs.md) the error at depths past b and how much each
+iteration still changes the state."""
 from __future__ import annotations
 
 import torch
@@ -62,6 +64,20 @@ def summarise(errors: torch.Tensor, resamples: int, seed: int) -> dict:
             "err_last": float(curve[-1]), "err_mean": float(curve.mean())}
 
 
+class StateChange:
+    """Receives a looped model's states Y_1, Y_2, ... (as its `trace`) and keeps, per prompt,
+    only ||Y_t - Y_{t-1}|| / ||Y_{t-1}|| (norms over the prompt's tokens and width), t >= 2."""
+
+    def __init__(self):
+        self.previous, self.changes = None, []
+
+    def append(self, state: torch.Tensor) -> None:
+        state = state.float()
+        if self.previous is not None:
+            self.changes.append((state - self.previous).flatten(1).norm(dim=1) / self.previous.flatten(1).norm(dim=1))
+        self.previous = state
+
+
 class Evaluator:
     """A fixed held-out set (full d and n, its own seed) and its baselines, built once."""
 
@@ -82,22 +98,26 @@ class Evaluator:
 
     @torch.no_grad()
     def __call__(self, model, autocast) -> dict:
-        """Scores the model; a looped model at its loop budget b, at eval.iteration_counts, and per iteration."""
+        """Scores the model; a looped model at its loop budget b, at eval.iteration_counts and
+        eval.depth_multiples x b, and per iteration."""
         config = self.config
         was_training = model.training
         model.eval()
         looped = config.model.family == "looped"
         b = config.loop_budget
-        iteration_counts = sorted({b, *config.eval.iteration_counts}) if looped else []
+        iteration_counts = sorted({b, *config.eval.iteration_counts,
+                                   *(m * b for m in config.eval.depth_multiples)}) if looped else []
         chunks: list[torch.Tensor] = []
+        changes: list[torch.Tensor] = []
         for start in range(0, self.xs.shape[0], self.chunk):
             xs, ys = self.xs[start:start + self.chunk], self.ys[start:start + self.chunk]
             with autocast():
                 if looped:
                     # every iteration up to the largest count, for the last-point-vs-iteration curve
-                    last = iteration_counts[-1]
-                    preds = model(xs, ys, last, keep=range(1, last + 1))
+                    last, trace = iteration_counts[-1], StateChange()
+                    preds = model(xs, ys, last, keep=range(1, last + 1), trace=trace)
                     chunks.append(torch.stack([self._errors(preds[t], ys) for t in range(1, last + 1)]))
+                    changes.append(torch.stack(trace.changes) if trace.changes else torch.zeros(0, len(xs)))
                 else:
                     chunks.append(self._errors(model(xs, ys), ys))
         model.train(was_training)
@@ -109,4 +129,29 @@ class Evaluator:
         result["curves_at_iterations"] = {n: trace[n - 1].double().mean(dim=0).tolist()
                                           for n in iteration_counts}
         result["last_point_vs_iteration"] = trace[:, :, -1].double().mean(dim=1).tolist()
+        result["err_last_at_iterations"] = {n: float(trace[n - 1, :, -1].double().mean()) for n in iteration_counts}
+        # entry t-1 for iteration t, as last_point_vs_iteration; iteration 1 has no predecessor
+        result["state_change"] = [None] + torch.cat(changes, dim=1).double().mean(dim=1).tolist()
         return result
+
+
+def eval_metrics(result: dict, config: Config) -> dict[str, float]:
+    """The scalar metrics of an evaluation, as reported to a study (docs/loop_knobs.md):
+    eval/err_last and eval/err_mean; for a looped model also eval/err_last_at_{m}b at each
+    evaluated multiple m >= 2 of b, eval/extrapolation_ratio (error at 2b / error at b, when 2b
+    is evaluated), eval/state_change_at_b and eval/last_state_change (at the deepest iteration)."""
+    metrics = {"eval/err_last": result["err_last"], "eval/err_mean": result["err_mean"]}
+    at = result.get("err_last_at_iterations")
+    if at is None:
+        return metrics
+    b = config.loop_budget
+    for n, err in at.items():
+        if n > b and n % b == 0:
+            metrics[f"eval/err_last_at_{n // b}b"] = err
+    if 2 * b in at and at[b] > 0:
+        metrics["eval/extrapolation_ratio"] = at[2 * b] / at[b]
+    changes = result["state_change"]
+    if b > 1:
+        metrics["eval/state_change_at_b"] = changes[b - 1]
+        metrics["eval/last_state_change"] = changes[-1]
+    return metrics

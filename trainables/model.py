@@ -2,7 +2,8 @@
 
 Both read d-wide tokens x_1, y_1, x_2, ... through `read_in`, run a backbone (learned
 positions, pre-LN blocks, final LayerNorm) and predict y_i from the x_i token via `read_out`.
-The looped model applies one backbone b times with input injection: Y_t = backbone(Y_{t-1} + P).
+The looped model applies one backbone b times with input injection: Y_t = backbone(Y_{t-1} + P)
+(`model.injection`, docs/loop_knobs.md: `add`, the reference; `none`; or a learned `linear` map).
 """
 from __future__ import annotations
 
@@ -136,31 +137,52 @@ class StandardTransformer(_Transformer):
 
 
 class LoopedTransformer(_Transformer):
+    def __init__(self, config: ModelConfig):
+        super().__init__(config)
+        if config.injection == "linear":
+            # Huginn's adapter: a learned map of [Y_{t-1}, P]; [I I] and no bias start it as `add`
+            self.inject = nn.Linear(2 * config.n_embd, config.n_embd)
+            with torch.no_grad():
+                self.inject.weight.copy_(torch.eye(config.n_embd).repeat(1, 2))
+                self.inject.bias.zero_()
+
+    def injected(self, y: torch.Tensor | None, p: torch.Tensor) -> torch.Tensor:
+        """An iteration's input from the previous state y (None at t = 1: Y_0 = 0) and P."""
+        injection = self.config.injection
+        if injection == "add":
+            return p if y is None else y + p
+        if injection == "none":                      # P enters once, at the first iteration
+            return p if y is None else y
+        return self.inject(torch.cat([torch.zeros_like(p) if y is None else y, p], dim=-1))
+
     def forward(self, xs: torch.Tensor, ys: torch.Tensor, n_iterations: int,
-                keep: list[int] | None = None,
-                trace: list[torch.Tensor] | None = None) -> dict[int, torch.Tensor]:
+                keep: list[int] | None = None, trace: list[torch.Tensor] | None = None,
+                grad_from: int | None = None) -> dict[int, torch.Tensor]:
         """Predictions at the 1-based iterations in `keep` (default: only the last).
 
-        Iterations before min(keep) run without gradient, so the state entering the window
-        is detached; every iteration from min(keep) to n_iterations is differentiated. `trace`, if
-        given, receives every iteration's state Y_t (for tests and analysis).
+        Iterations before `grad_from` (default min(keep)) run without gradient, so the state
+        entering it is detached; every iteration from there to n_iterations is differentiated.
+        `trace`, if given, receives every iteration's state Y_t (anything with `append`: tests
+        keep them, the evaluation measures how much they change).
         """
         keep = set(keep or [n_iterations])
         # without autograd (evaluation) nothing needs separating: every iteration is "in the window"
-        first = min(keep) if torch.is_grad_enabled() else 1
+        first = (grad_from or min(keep)) if torch.is_grad_enabled() else 1
+        if first > min(keep):
+            raise ValueError(f"iteration {min(keep)} is predicted but gradient starts at {first}")
         p = self.read_in(interleave(xs, ys))
-        y = None  # Y_0 = 0, so the first iteration's input Y_0 + P is P itself
+        y = None  # Y_0 = 0
         if first > 1:
             # the iterations before the window need no autograd bookkeeping at all
             with torch.inference_mode():
                 for _ in range(1, first):
-                    y = self.backbone(p if y is None else y + p)
+                    y = self.backbone(self.injected(y, p))
                     if trace is not None:
                         trace.append(y)
             y = y.clone()  # an inference tensor cannot be saved for backward; a plain copy can
         predictions = {}
         for t in range(first, n_iterations + 1):
-            y = self.backbone(p if y is None else y + p)
+            y = self.backbone(self.injected(y, p))
             if trace is not None:
                 trace.append(y)
             if t in keep:
@@ -172,9 +194,9 @@ class LoopedTransformer(_Transformer):
         """Probe states: index 0 the read_in embedding, then each iteration's residual (pre-ln_f)."""
         p = self.read_in(interleave(xs, ys))
         yield p
-        y = torch.zeros_like(p)
+        y = None
         for _ in range(n_iterations):
-            for h in self.backbone.residual(y + p):
+            for h in self.backbone.residual(self.injected(y, p)):
                 pass
             yield h
             y = self.backbone.ln_f(h)
@@ -185,5 +207,8 @@ def build_model(config: ModelConfig) -> StandardTransformer | LoopedTransformer:
 
 
 def backbone_parameter_count(model: _Transformer) -> int:
-    """Parameters of the blocks and ln_f (excluding position embeddings, read_in, read_out)."""
-    return sum(p.numel() for name, p in model.backbone.named_parameters() if name != "wpe")
+    """Parameters of the blocks and ln_f, and of a learned input injection (`model.injection:
+    linear`, 2D^2 + D), excluding position embeddings, read_in and read_out."""
+    injection = model.inject.parameters() if hasattr(model, "inject") else ()
+    return (sum(p.numel() for name, p in model.backbone.named_parameters() if name != "wpe")
+            + sum(p.numel() for p in injection))

@@ -1,5 +1,6 @@
 """Training (SPEC sections 4-6): curriculum, loss window with dilation, Adam, evaluation,
-checkpoints and the run folder. Plain Python: progress goes to a `report` callback."""
+checkpoints and the run folder; the loop knobs of docs/loop_knobs.md (depth per step, backprop
+depth, loss weights). Plain Python: progress goes to a `report` callback."""
 from __future__ import annotations
 
 import contextlib
@@ -13,9 +14,10 @@ from pathlib import Path
 import torch
 
 from . import run_folder
-from .config import Config, loop_span
+from .config import Config, backprop_depth, loop_span
+from .depth import depth_of_step
 from .diverged import Diverged
-from .evaluation import Evaluator
+from .evaluation import Evaluator, eval_metrics
 from .flops import train_flops_per_step
 from .model import build_model
 from .progress_bar import Progress
@@ -31,13 +33,31 @@ def supervised_iterations(n_iterations: int, window: int, dilation: int = 1) -> 
     return [t for t in range(first, n_iterations + 1, dilation) if t >= 1]
 
 
+def loss_weights(n_supervised: int, rule: str, decay: float) -> list[float]:
+    """The weight of each supervised iteration (ascending), summing to 1: `uniform` 1/|S|, `last`
+    only the last, `geometric` decay**j for the j-th supervised iteration before the last."""
+    if rule == "uniform":
+        return [1 / n_supervised] * n_supervised
+    if rule == "last":
+        return [0.0] * (n_supervised - 1) + [1.0]
+    raw = [decay ** (n_supervised - 1 - j) for j in range(n_supervised)]
+    return [w / sum(raw) for w in raw]
+
+
 def loss_fn(model, config: Config, xs: torch.Tensor, ys: torch.Tensor, n_iterations: int) -> torch.Tensor:
-    """Mean squared error over supervised iterations, prompts and all n positions."""
+    """Mean squared error over supervised iterations (weighted by training.loss_weights), prompts
+    and all n positions; gradient through the last training.backprop_depth iterations."""
     if config.model.family == "standard":
         return torch.mean((model(xs, ys) - ys) ** 2)
-    keep = supervised_iterations(n_iterations, config.training.n_loop_window, config.training.loop_dilation)
-    predictions = model(xs, ys, n_iterations, keep=keep)
-    return torch.stack([torch.mean((predictions[t] - ys) ** 2) for t in keep]).mean()
+    tr = config.training
+    supervised = supervised_iterations(n_iterations, tr.n_loop_window, tr.loop_dilation)
+    weights = loss_weights(len(supervised), tr.loss_weights, tr.loss_weight_decay)
+    keep = [t for t, w in zip(supervised, weights) if w > 0]
+    predictions = model(xs, ys, n_iterations, keep=keep, grad_from=max(1, n_iterations - backprop_depth(tr) + 1))
+    errors = torch.stack([torch.mean((predictions[t] - ys) ** 2) for t in keep])
+    if tr.loss_weights == "uniform":
+        return errors.mean()             # the reference
+    return (errors * errors.new_tensor([w for w in weights if w > 0])).sum()
 
 
 def resolve_device(device: str | None) -> torch.device:
@@ -108,14 +128,15 @@ def train(config: Config, report: Report | None = None, *, out_dir: str | Path |
 
     model.train()
     loss_sum = torch.zeros((), device=device)
-    t_log, steps_logged, started = time.perf_counter(), 0, time.perf_counter()
+    t_log, steps_logged, depth_sum, started = time.perf_counter(), 0, 0, time.perf_counter()
     metrics: dict = {"step": step}
     result = None
     while step < tr.train_steps:
-        dims, points, iterations = cur.dims.value(step), cur.points.value(step), cur.loops.value(step)
+        dims, points, iterations = cur.dims.value(step), cur.points.value(step), depth_of_step(config, step)
         xs, ys = sample_prompts(config.task, config.model.n_dims, tr.batch_size, points, dims, data_rng)
         loss_sum += train_step(model, optimizer, config, xs, ys, iterations, autocast)
         steps_logged += 1
+        depth_sum += iterations
         step += 1
 
         evaluating = step % tr.eval_every == 0 or step == tr.train_steps
@@ -125,6 +146,7 @@ def train(config: Config, report: Report | None = None, *, out_dir: str | Path |
             # the only host sync of the loop, once per log interval
             metrics = {"step": step, "train/loss": loss_sum.item() / steps_logged,
                        "curriculum/dims": dims, "curriculum/points": points, "curriculum/loops": iterations,
+                       "train/mean_depth": depth_sum / steps_logged,
                        "perf/steps_per_s": steps_logged / (now - t_log),
                        "compute/gflop_per_step": gflop}
             log.write(metrics)
@@ -135,7 +157,7 @@ def train(config: Config, report: Report | None = None, *, out_dir: str | Path |
             if bar:
                 bar.update(step, loss=metrics["train/loss"], b=iterations)
             loss_sum.zero_()
-            t_log, steps_logged = now, 0
+            t_log, steps_logged, depth_sum = now, 0, 0
         checkpoint = None
         if step % tr.checkpoint_every == 0 or step == tr.train_steps:
             checkpoint = run_folder.write_training_checkpoint(run_dir, config, step, model, optimizer, data_rng)
@@ -143,8 +165,7 @@ def train(config: Config, report: Report | None = None, *, out_dir: str | Path |
             t_eval = time.perf_counter()
             result = evaluator(model, autocast)
             log.write({"step": step, "event": "eval", **result})
-            metrics = {**metrics, "step": step, "eval/err_last": result["err_last"],
-                       "eval/err_mean": result["err_mean"]}
+            metrics = {**metrics, "step": step, **eval_metrics(result, config)}
             if report:
                 report(metrics, str(checkpoint) if checkpoint else None)
             t_log += time.perf_counter() - t_eval  # evaluation time does not count as training
@@ -152,7 +173,7 @@ def train(config: Config, report: Report | None = None, *, out_dir: str | Path |
         bar.close()
     if result is None:  # resumed from the final checkpoint: nothing trained, still summarise
         result = evaluator(model, autocast)
-        metrics.update({"eval/err_last": result["err_last"], "eval/err_mean": result["err_mean"]})
+        metrics.update(eval_metrics(result, config))
 
     summary = {**metrics, "run_dir": str(run_dir), "wall_s": time.perf_counter() - started,
                "eval": result, "baselines": evaluator.baselines}

@@ -19,6 +19,13 @@ POINT = "scientific_point"     # the scientific values a run trains, as a label 
 # parent-run tags: the scientific parameters and values (JSON), the points' labels in order, the
 # confounds found at the start (JSON lists)
 SCIENTIFIC_VALUES, POINTS, CONFOUNDS = "scientific", "scientific_points", "confounds"
+# parent-run tags: how the compared values are compared (a study file's `compare_at`), and what
+# that means for their training compute (JSON list of sentences: analysis/confounds.py)
+COMPARE_AT, COMPUTE = "compare_at", "compute"
+EQUAL_STEPS, EQUAL_COMPUTE = "equal_steps", "equal_compute"     # the values of COMPARE_AT
+# parent-run tags of a study with a `question` (study/replicate_rounds.py): the question (JSON),
+# "true" once its rounds ended with the budget spent before the last planned look
+QUESTION, BUDGET_SPENT = "question", "question_budget_spent"
 
 # a trial's state, the same in Optuna, MLflow and `status` (study/outcome.py classifies)
 COMPLETED, PRUNED, FAILED, RUNNING = "completed", "pruned", "failed", "running"

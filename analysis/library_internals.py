@@ -22,7 +22,8 @@ TUNE_INTERRUPT_HANDLER = "signal_interrupt_tune_run"
 TUNE_LOGGER = "ray.tune.tune"          # the logger of that handler's "Stop signal received" line
 # the experiment folder's saved state: the newest file of each pattern is what a restore reads
 TUNER_FILE = "tuner.pkl"
-TUNE_STATE = {"experiment_state-*.json": "json", "search_gen_state-*.json": "pickle",
+TUNE_EXPERIMENT_STATE = "experiment_state-*.json"     # written once trials are known: a restore needs it
+TUNE_STATE = {TUNE_EXPERIMENT_STATE: "json", "search_gen_state-*.json": "pickle",
               "searcher-state-*.pkl": "pickle", TUNER_FILE: "pickle"}
 # where a driver stages that state before copying it to the storage path, under Ray's temp folder
 TUNE_STAGED_STATE = ("session_*", "artifacts", "*", "{experiment}", "driver_artifacts")

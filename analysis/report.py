@@ -4,7 +4,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import figures, verdict
+from .depth_figure import test_time_depth
 from .layout import SCIENTIFIC, VERSIONED, fmt, long_label
+from .sequential_answer import answer_lines
+from .sequential_report import answered_runs, trajectory_section
 from .trials import StudyRecord
 
 
@@ -48,7 +51,11 @@ def write_report(record: StudyRecord, space_params: dict, study_file: str, out: 
              f"Stores: MLflow `{record.stores.mlflow_shown}`, Optuna `{record.stores.optuna_shown}` "
              f"(study `{record.name}`), Ray `{record.stores.experiment}`.", ""]
     data: dict = {"answer": result}
-    lines += ["## Answer", "", *(f"- {line.strip()}" for line in result.lines()), ""]
+    lines += ["## Answer", "", *(f"- {line.strip()}" for line in result.lines() + answer_lines(record)), ""]
+    lines += trajectory_section(record, out, data)
+    drawn = answered_runs(record)       # a study with a question: the runs its answer uses
+    averaged = ("the runs the answer uses (each value's chosen config and its replicates)" if drawn is not record
+                else "every completed run per value (search and replicates)")
     if len(result.groups) > 1:
         data["isolation.png"] = figures.isolation(result, out / "isolation.png")
         which = ("Each compared value at its own best nuisance settings" if result.scientific else
@@ -63,12 +70,11 @@ def write_report(record: StudyRecord, space_params: dict, study_file: str, out: 
     scientific = list(record.scientific) or [p for p in ranges if p in SCIENTIFIC]
     for param in scientific:
         name = f"curves_{param.rsplit('.', 1)[-1]}.png"
-        data[name] = curves = figures.curves_by_value(record, param, out / name)
+        data[name] = curves = figures.curves_by_value(drawn, param, out / name)
         missing = (f" Values without a completed trial (all pruned or failed): "
                    f"{', '.join(map(str, curves['missing']))}." if curves["missing"] else "")
         lines += [f"## Error vs in-context examples by {long_label(param)}", "",
-                  f"Mean of every completed run per value (search and replicates); the band spans the "
-                  f"lowest to the highest seed.{missing}", "",
+                  f"Mean of {averaged}; the band spans the lowest to the highest seed.{missing}", "",
                   f"![]({name})", ""]
     probes = figures.probe_by_state(record, out / "probe.png")
     if probes:
@@ -78,8 +84,15 @@ def write_report(record: StudyRecord, space_params: dict, study_file: str, out: 
                   "(dashed) measures what a probe decodes without the model knowing the target.", "",
                   "![](probe.png)", ""]
     primary = scientific[0] if scientific else None
-    data["fixed_point.png"] = figures.fixed_point(record, primary, out / "fixed_point.png")
+    data["fixed_point.png"] = figures.fixed_point(drawn, primary, out / "fixed_point.png")
     lines += ["## Last-point error vs loop iteration", "", "![](fixed_point.png)", ""]
+    depth = test_time_depth(record, result, out / "test_time_depth.png")
+    if depth:
+        data["test_time_depth.png"] = depth
+        lines += ["## Test-time depth", "", "Each compared value's runs (those the answer uses): the error at "
+                  "the last point after each number of loop iterations, up to the deepest scored (past b), and "
+                  "how much each iteration still changes the state (a fixed point drives it to 0).", "",
+                  "![](test_time_depth.png)", ""]
     if ranges:
         data["objective_by_param.png"] = flags = figures.objective_by_param(record, ranges, out / "objective_by_param.png")
         edge = [p for p, f in flags.items() if f["on_boundary"]]

@@ -10,12 +10,16 @@ and beside it the Welch interval that ignores the pairing (unpaired). A study wi
 MIN_SEEDS seeds no interval is given: the seeds, their range and n.
 
 Guards, each a sentence that replaces the winner:
-- learning: the best mean must be at most LEARNED_RATIO of the better trivial predictor
-  (predicting 0 scores about 1; averaging, from the runs' own baselines);
+- learning: the best mean error must be at most LEARNED_RATIO of the better trivial predictor
+  (predicting 0 scores about 1; averaging, from the runs' own baselines): the objective's when
+  it is an error (eval/err_*), else, for a test-time-depth measure (a ratio of errors, a state
+  change: meaningless from a model that learned nothing), the same runs' eval/err_last;
 - still falling: the best runs' objective improved by more than FALLING (relative) over their
   last evaluation interval: the ranking may change with more steps;
 - confounds: what the compared values' runs train differently besides the values themselves
   (the loop counts the curriculum reaches, the steps, the final dims and points).
+Beside the answer, not a guard: what the comparison means for the values' training compute
+(analysis/confounds.py: at equal steps, their FLOPs where they differ; at equal compute, their steps).
 """
 from __future__ import annotations
 
@@ -25,8 +29,8 @@ from dataclasses import dataclass, field
 
 from trainables.config import Config
 
-from .confounds import confounds
-from .layout import SCIENTIFIC, fmt, short_label
+from .confounds import compute_comparison, confounds
+from .layout import COMPARE_AT, EQUAL_STEPS, QUESTION, SCIENTIFIC, fmt, short_label
 from .trials import StudyRecord, Trial
 
 MIN_SEEDS = 5           # fewer: show the seeds and their range, not an interval
@@ -221,19 +225,38 @@ def _improvement(history: list[tuple[int, float]], mode: str) -> float | None:
     return (before - last) / abs(before) if mode == "min" else (last - before) / abs(before)
 
 
+# objectives that are no error but a measure of test-time depth: judged learned on eval/err_last
+DEPTH_MEASURES = ("eval/extrapolation_ratio", "eval/state_change_at_b", "eval/last_state_change")
+
+
+def _learned_error(record: StudyRecord, best: Group, metric: str, mode: str) -> tuple[str, float] | None:
+    """(the error metric the learning guard judges `best` on, its mean over best's runs), or None
+    where no error applies (a probe metric, a maximised one, the loss, a speed)."""
+    if metric.startswith("eval/err") and mode == "min":
+        return metric, best.mean
+    if metric not in DEPTH_MEASURES:
+        return None
+    errors = [(record.artifact_json(t, "summary.json") or {}).get("eval/err_last") for t in best.runs]
+    return ("eval/err_last", statistics.fmean(errors)) if None not in errors else None
+
+
 def learning_problems(record: StudyRecord, best: Group) -> list[str]:
     """Why `best` may not be called a learned result: no better than trivial predictors, or
     its curves were still improving at the last step."""
     metric, mode = record.objectives[0]
     problems = []
-    if metric.startswith("eval/err") and mode == "min":
+    judged = _learned_error(record, best, metric, mode)
+    if judged:
+        error, mean = judged
         summary = record.artifact_json(best.runs[0], "summary.json") or {}
-        averaging = summary.get("baselines", {}).get("averaging", {}).get("err_last" if metric == "eval/err_last"
-                                                                         else "err_mean")
+        # the averaging baseline's error at the same place: the last point, or over all points
+        averaging = summary.get("baselines", {}).get("averaging", {}).get("err_mean" if error == "eval/err_mean"
+                                                                         else "err_last")
         trivial = min(PREDICT_ZERO, averaging) if averaging is not None else PREDICT_ZERO
-        if best.mean > LEARNED_RATIO * trivial:
+        if mean > LEARNED_RATIO * trivial:
             what = "predicting 0 (about 1)" + (f" and averaging ({fmt(averaging)})" if averaging is not None else "")
-            problems.append(f"not learned: the best mean {metric} {fmt(best.mean)} is not clearly below "
+            of = f" (of the runs whose {metric} is compared)" if error != metric else ""
+            problems.append(f"not learned: the best mean {error}{of} {fmt(mean)} is not clearly below "
                             f"{what}: more than {LEARNED_RATIO:.0%} of {fmt(trivial)}")
     changes = [c for c in (_improvement(record.metric_history(t, metric), mode) for t in best.runs) if c is not None]
     if changes and statistics.fmean(changes) > FALLING:
@@ -269,6 +292,7 @@ class Answer:
     search_best: Trial | None                      # one seed
     problems: list[str] = field(default_factory=list)   # each replaces the winner
     scientific: bool = False                       # groups are scientific points, not configs
+    compute: list[str] = field(default_factory=list)    # the values' training compute, stated beside
 
     @property
     def shown(self) -> list[Group]:
@@ -298,6 +322,7 @@ class Answer:
             out.append(f"  ({len(self.groups) - len(self.shown)} more configs, ranked below these; `loopstudy status` "
                        "lists every trial)")
         out += [f"  {c.sentence()}" for c in self.comparisons]
+        out += [f"  compute: {line}" for line in self.compute]
         best = self.replicate_best
         if self.problems:
             out += [f"no winner named: {p}" for p in self.problems]
@@ -329,13 +354,17 @@ def answer(record: StudyRecord) -> Answer:
     metric, mode = record.objectives[0]
     found = [g for g in groups(record) if g.runs]
     ranked = record.ranked()
-    result = Answer(metric, mode, found, comparisons(record), ranked[0] if ranked else None,
-                    scientific=bool(record.points))
+    # a study with a question is answered by its sequential intervals (analysis/sequential_answer.py):
+    # a fixed 90% interval after its last round would ignore the looks before it
+    compared = [] if QUESTION in record.parent["tags"] else comparisons(record)
+    result = Answer(metric, mode, found, compared, ranked[0] if ranked else None, scientific=bool(record.points))
     if not found:
         result.problems.append("no completed trial")
         return result
-    problems = confounds(compared_configs(record))
-    result.problems += [f"confounded: {p}" for p in problems]
+    compare_at = record.parent["tags"].get(COMPARE_AT, EQUAL_STEPS)
+    configs = compared_configs(record)
+    result.compute = compute_comparison(configs, compare_at)
+    result.problems += [f"confounded: {p}" for p in confounds(configs, compare_at)]
     best = result.replicate_best
     result.problems += learning_problems(record, best)
     return result

@@ -10,7 +10,8 @@ without `scientific` is one phase named "" (its Optuna study is NAME).
 What a run actually trains (the loop counts the curriculum reaches, the steps, the final dims
 and points) is compared between the compared values before anything runs: a difference other
 than the scientific parameters themselves is a confound (analysis/confounds.py), and the study
-names it.
+names it. Compared at equal compute (`compare_at: equal_compute`), each point trains its own
+training steps, set so that its total training FLOPs match the first point's.
 """
 from __future__ import annotations
 
@@ -20,11 +21,19 @@ from dataclasses import dataclass
 from analysis.layout import params_text, phase_study_name
 from trainables.config import Config
 
+STEPS = "training.train_steps"
+
 
 @dataclass(frozen=True)
 class Phase:
     label: str                      # "s=1", "T=4 b=16"; "" without scientific parameters
     point: dict                     # the scientific values, dotted keys
+    train_steps: int | None = None  # compared at equal compute: this point's training steps
+
+    @property
+    def fixed(self) -> dict:
+        """What its trials hold fixed besides the study's overrides: the point, and its steps."""
+        return {**self.point, **({STEPS: self.train_steps} if self.train_steps else {})}
 
     def study_name(self, study: str) -> str:
         return phase_study_name(study, self.label)
@@ -33,13 +42,15 @@ class Phase:
         return f"{study}-{self.label.replace(' ', '_')}" if self.label else study
 
 
-def phases(scientific: dict[str, list]) -> list[Phase]:
-    """One phase per point of the scientific grid, in the order listed; one plain phase without."""
+def phases(scientific: dict[str, list], train_steps: dict[str, int] | None = None) -> list[Phase]:
+    """One phase per point of the scientific grid, in the order listed; one plain phase without.
+    `train_steps`: label -> that point's training steps (a comparison at equal compute)."""
     if not scientific:
         return [Phase("", {})]
     keys = list(scientific)
-    return [Phase(params_text(dict(zip(keys, values))), dict(zip(keys, values)))
-            for values in itertools.product(*(scientific[k] for k in keys))]
+    labelled = [(params_text(dict(zip(keys, values))), dict(zip(keys, values)))
+                for values in itertools.product(*(scientific[k] for k in keys))]
+    return [Phase(label, point, (train_steps or {}).get(label)) for label, point in labelled]
 
 
 def point_configs(scientific: dict[str, list], base: str, overrides: dict) -> dict[str, Config]:
@@ -104,3 +115,31 @@ def grace_period_problem(grace: int, configs: dict[str, Config]) -> str | None:
                     f"then{where}): ASHA would rank trials on a task they have not yet been shown; "
                     f"set scheduler.grace_period >= {done + (-done) % every}")
     return None
+
+
+# config fields whose values change a run's training FLOPs (trainables/flops.py): a study
+# compared at equal compute may not search them, or one value's trials would differ in compute
+COMPUTE_FIELDS = ("model.", "curriculum.", "training.batch_size", STEPS, "training.n_loop_window",
+                  "training.loop_dilation", "training.backprop_depth", "training.depth_")
+
+
+
+def at_equal_compute(compared: dict[str, Config], searched: list[str]) -> dict[str, Config]:
+    """The compared configs, each with the training steps that give it the first (reference)
+    value's total training FLOPs, whose steps are kept (trainables.flops.equal_compute_steps);
+    ConfigError naming 'compare_at' when the space searches a field that changes a trial's
+    compute, or a scaled config is not valid."""
+    from trainables.config import ConfigError, apply_overrides, from_dict
+    from trainables.flops import equal_compute_steps
+
+    varying = [f for f in searched if f.startswith(COMPUTE_FIELDS)]
+    if varying:
+        raise ConfigError(f"'compare_at': equal_compute scales each value's training.train_steps to its "
+                          f"compute, but the space searches {', '.join(varying)}, which changes the compute "
+                          "of each trial: fix them in 'overrides' or compare at equal_steps")
+    steps = equal_compute_steps(compared, next(iter(compared)))
+    try:
+        return {label: from_dict(apply_overrides(config.to_dict(), {STEPS: steps[label]}))
+                for label, config in compared.items()}
+    except ConfigError as exc:
+        raise ConfigError(f"'compare_at': equal_compute steps {steps}: {exc}") from None

@@ -19,7 +19,8 @@ MLFLOW_STATUS = {COMPLETED: "FINISHED", PRUNED: "FINISHED", FAILED: "FAILED", RU
 
 
 def classify(result: dict | None, error: bool, max_steps: int) -> tuple[str, str]:
-    """(state, reason) of a trial that ended with last result `result`."""
+    """(state, reason) of a trial that ended with last result `result`, `max_steps` the last step
+    of its phase (of the replicate phase, which stops no trial early: the fewest of its trials')."""
     if error:
         return FAILED, "the trial raised an error"
     diverged = Diverged.from_metrics(result)
@@ -34,7 +35,7 @@ def classify(result: dict | None, error: bool, max_steps: int) -> tuple[str, str
     if step is None:
         return PRUNED, "stopped before its first evaluation"
     if step >= max_steps:
-        return COMPLETED, f"trained all {max_steps} steps"
+        return COMPLETED, f"trained all {step} steps"
     # the study's time limit stops trials without completing them (study/runner.py marks those)
     return PRUNED, f"stopped early by ASHA at the rung at step {step} of {max_steps}"
 

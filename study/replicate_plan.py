@@ -43,10 +43,11 @@ def _best(study: optuna.Study, spec, top_k: int) -> list[tuple[int, dict, dict]]
     return chosen
 
 
-def make_plan(spec, stores: Stores) -> list[dict]:
+def make_plan(spec, stores: Stores, seeds: int | None = None) -> list[dict]:
     """Tune configs of the replicate trials: each scientific point's best completed config (or,
-    without `scientific`, the `top_k` best), each on the same `seeds` fresh seeds: seeds above
-    every one the search trained, shared by all, so values are compared seed by seed."""
+    without `scientific`, the `top_k` best), each on the same `seeds` fresh seeds (default:
+    replicates.seeds): seeds above every one the search trained, shared by all, so values are
+    compared seed by seed. A trial's `repeat` is its seed's place in that sequence."""
     fixed = {k: p.value for k, p in spec.space.params.items() if p.kind == "fixed"}
     top_k = 1 if spec.scientific else spec.replicates.top_k
     chosen, used = [], {config.training.seed for config in spec.base_configs.values()}
@@ -55,17 +56,21 @@ def make_plan(spec, stores: Stores) -> list[dict]:
         chosen += [(phase, *best) for best in _best(study, spec, top_k)]
         used |= {t.user_attrs["config"]["training"]["seed"] + repeat for t in study.get_trials(deepcopy=False)
                  if "config" in t.user_attrs for repeat in range(spec.seeds_per_config)}
-    seeds = range(max(used) + 1, max(used) + 1 + spec.replicates.seeds)
+    first = max(used) + 1
     plan = []
     for phase, number, sampled, config in chosen:
         params = {k: v for k, v in sampled.items() if k != BASE}
-        for i, seed in enumerate(seeds):
-            replicate = resolved(config, {SEED: seed})
-            plan.append({"config": replicate, CONFIG_HASH: config_hash(replicate),
-                         "params": {**fixed, **params, SEED: seed},
-                         "sampled": {**phase.point, **sampled, SEED: seed}, "trial": number, "repeat": i,
-                         **({"scientific": phase.label} if phase.label else {})})
+        template = {"config": config, "params": {**fixed, **params}, "sampled": {**phase.point, **sampled},
+                    "trial": number, **({"scientific": phase.label} if phase.label else {})}
+        plan += [reseeded(template, first + i, i) for i in range(spec.replicates.seeds if seeds is None else seeds)]
     return plan
+
+
+def reseeded(trial: dict, seed: int, repeat: int) -> dict:
+    """A replicate trial of the same config on another fresh `seed`, the `repeat`-th of the sequence."""
+    config = resolved(trial["config"], {SEED: seed})
+    return {**trial, "config": config, CONFIG_HASH: config_hash(config), "params": {**trial["params"], SEED: seed},
+            "sampled": {**trial["sampled"], SEED: seed}, "repeat": repeat}
 
 
 def write_plan(stores: Stores, plan: list[dict]) -> None:

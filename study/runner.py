@@ -16,11 +16,13 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import yaml
 from optuna.trial import TrialState
 
-from analysis.layout import CONFOUNDS, POINTS, REPLICATE, RUNNING, SCIENTIFIC_VALUES, STATE, TRIAL, TUNE_ID
+from analysis.layout import (COMPARE_AT, COMPUTE, CONFOUNDS, POINTS, REPLICATE, RUNNING, SCIENTIFIC_VALUES, STATE,
+                             TRIAL, TUNE_ID)
 from analysis.library_internals import TUNER_FILE
 from trainables.config import first_difference, from_dict
 from trainables.run_folder import KEEP_CHECKPOINTS
@@ -30,6 +32,7 @@ from .cluster.nodes import READY, alive_nodes, check_nodes
 from .design import Phase
 from .errors import StudyError
 from .replicate_plan import PlannedTrials, make_plan, read_plan, write_plan
+from .replicate_rounds import run_rounds
 from .searcher import StudySearch, fail_running
 from .spec import StudySpec
 from .storage import disk_checks, disk_guard
@@ -115,16 +118,17 @@ def _adapter(spec: StudySpec):
 
 
 def _tuner(spec: StudySpec, stores: Stores, tracker: Tracker, resume: bool, phase: Phase | None,
-           plan: list[dict] | None = None):
+           plan: list[dict] | None = None, experiment: Path | None = None):
     """A search phase's Tuner (one per scientific point: its own Optuna study, its own ASHA), or
-    with a `plan` the replicate phase's (no scheduler, no time limit)."""
+    with a `plan` the replicate phase's (no scheduler, no time limit), in `experiment` when given
+    (a replicate round's: study/replicate_rounds.py)."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     from .progress_table import ProgressCallback
 
     experiment = stores.experiment_of(phase.experiment_name(spec.name)) if plan is None \
-        else stores.replicate_experiment
+        else experiment or stores.replicate_experiment
     trainable = tune.with_resources(disk_guard.stops_on_full_disk(_adapter(spec)),
                                     {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
     param_space = {"run_root": str(experiment), "repeats": spec.seeds_per_config,
@@ -133,21 +137,23 @@ def _tuner(spec: StudySpec, stores: Stores, tracker: Tracker, resume: bool, phas
     if resume:
         return tune.Tuner.restore(str(experiment), trainable, resume_errored=True, param_space=param_space)
     scheduler, time_limit = FIFOScheduler(), None
+    # a trial's last step: its phase's (compared at equal compute, each value trains its own
+    # steps); the replicate phase, without early stopping, counts a trial complete from the fewest
+    steps = spec.phase_max_steps(phase) if plan is None else min(map(spec.phase_max_steps, spec.phases))
     if plan is not None:
         searcher, total = PlannedTrials(plan, spec.metrics[0], spec.modes[0]), len(plan)
     else:
-        searcher = StudySearch(spec.define_by_run(phase.point), metrics=spec.metrics, modes=spec.modes,
+        searcher = StudySearch(spec.define_by_run(phase.fixed), metrics=spec.metrics, modes=spec.modes,
                                storage=stores.optuna_storage(), study_name=phase.study_name(spec.name),
-                               max_steps=spec.max_steps, seeds_per_config=spec.seeds_per_config,
+                               max_steps=steps, seeds_per_config=spec.seeds_per_config,
                                base_seed=spec.config.training.seed, sampler=spec.sampler,
                                sampler_seed=spec.sampler_seed, point=phase.point)
         total, time_limit = spec.budget.num_samples * spec.seeds_per_config, spec.budget.time_limit_s
         if spec.scheduler:
             scheduler = ASHAScheduler(time_attr="step", metric=spec.metrics[0], mode=spec.modes[0],
-                                      max_t=spec.max_steps, grace_period=spec.scheduler.grace_period,
+                                      max_t=steps, grace_period=spec.scheduler.grace_period,
                                       reduction_factor=spec.scheduler.reduction_factor)
-    callbacks = [TrackingCallback(tracker, spec.max_steps),
-                 ProgressCallback(spec.metrics, spec.max_steps, total)]
+    callbacks = [TrackingCallback(tracker, steps), ProgressCallback(spec.metrics, steps, total)]
     return tune.Tuner(
         trainable, param_space=param_space,
         tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=total,
@@ -162,13 +168,13 @@ def _tuner(spec: StudySpec, stores: Stores, tracker: Tracker, resume: bool, phas
 
 
 def _fit(spec: StudySpec, stores: Stores, tracker: Tracker, resume: bool, phase: Phase | None,
-         plan: list[dict] | None = None) -> tuple[bool, float, float]:
+         plan: list[dict] | None = None, experiment: Path | None = None) -> tuple[bool, float, float]:
     """Run (or resume) one phase; (finished, wall seconds, the trials' own seconds summed).
 
     A phase is finished when every trial it should run has a closed MLflow run (or the study's
     time limit, which applies to each search phase, ended it)."""
     started = time.monotonic()
-    grid = _tuner(spec, stores, tracker, resume, phase, plan).fit()
+    grid = _tuner(spec, stores, tracker, resume, phase, plan, experiment).fit()
     wall = time.monotonic() - started
     runs = tracker.children(TRIAL, phase.label) if plan is None else tracker.children(REPLICATE)
     open_runs = {r.data.tags[TUNE_ID] for r in runs if r.info.status == RUNNING.upper()}
@@ -180,7 +186,7 @@ def _fit(spec: StudySpec, stores: Stores, tracker: Tracker, resume: bool, phase:
     if time_up:
         fail_running(stores.optuna_storage(), phase.study_name(spec.name),
                      lambda t: f"stopped early by the study's time limit at step "
-                               f"{max(t.intermediate_values, default=0)} of {spec.max_steps}", TrialState.PRUNED)
+                               f"{max(t.intermediate_values, default=0)} of {spec.phase_max_steps(phase)}", TrialState.PRUNED)
     finished = time_up or not unfinished and len(ids) >= total
     return finished, wall, sum(r.metrics.get("time_total_s", 0) for r in grid)
 
@@ -197,8 +203,9 @@ def _search(spec: StudySpec, stores: Stores, tracker: Tracker, result: StudyResu
         if phase.label in done:
             continue
         if phase.label:
+            steps = f", {phase.train_steps} training steps (equal compute)" if phase.train_steps else ""
             print(f"search: {phase.label} ({spec.budget.num_samples} configs of the nuisance parameters "
-                  f"{', '.join(spec.space.searched) or '(none)'})", flush=True)
+                  f"{', '.join(spec.space.searched) or '(none)'}{steps})", flush=True)
         resume = (stores.experiment_of(phase.experiment_name(spec.name)) / TUNER_FILE).is_file()
         finished, wall, trials_s = _fit(spec, stores, tracker, resume, phase)
         result.wall_s, result.trials_s = result.wall_s + wall, result.trials_s + trials_s
@@ -230,7 +237,8 @@ def run_study(spec: StudySpec, resume: bool = False) -> StudyResult:
         _check_base_configs(spec, stores)
     # writable, with room, Tune's saved state whole: refused before Ray starts
     experiments = [stores.experiment_of(p.experiment_name(spec.name)) for p in spec.phases]
-    created = disk_checks.check_locations(stores, resume, experiments + [stores.replicate_experiment])
+    rounds = sorted(stores.ray.glob(f"{spec.name}-replicates-r*"))     # a question's (study/replicate_rounds.py)
+    created = disk_checks.check_locations(stores, resume, experiments + [stores.replicate_experiment] + rounds)
     try:
         cpus = _start_ray(stores)
     except StudyError:              # e.g. a cluster node that cannot reach a store: nothing started
@@ -252,10 +260,13 @@ def _run_locked(spec: StudySpec, stores: Stores, cpus: int) -> StudyResult:
     tracker = Tracker(stores, wait_s=wait_limit_s())    # waits out a tracking server's outage
     tracker.start_parent(spec)
     tracker.tag_parent({SCIENTIFIC_VALUES: json.dumps(spec.scientific), CONFOUNDS: json.dumps(spec.confounds),
-                        POINTS: json.dumps([p.label for p in spec.phases if p.label])})
+                        POINTS: json.dumps([p.label for p in spec.phases if p.label]),
+                        COMPARE_AT: spec.compare_at, COMPUTE: json.dumps(spec.compute)})
     result = StudyResult(True, concurrency=min(spec.budget.max_concurrent, int(cpus // spec.resources.cpu) or 1))
     for line in spec.confounds:
         print(f"confound: {line} (besides the compared values; their comparison is not fair)", flush=True)
+    for line in spec.compute:
+        print(f"compute: {line}", flush=True)
     plan = read_plan(stores)
     if plan is None:             # the search has not finished yet
         result.finished = _search(spec, stores, tracker, result)
@@ -272,6 +283,10 @@ def _run_locked(spec: StudySpec, stores: Stores, cpus: int) -> StudyResult:
         resume_phase = (stores.replicate_experiment / TUNER_FILE).is_file()
         finished, wall, trials_s = _fit(spec, stores, tracker, resume_phase, None, plan)
         result.finished = finished
+        result.wall_s, result.trials_s = result.wall_s + wall, result.trials_s + trials_s
+    if result.finished and spec.question:
+        result.finished, wall, trials_s = run_rounds(spec, stores, tracker, lambda plan, experiment, resume: _fit(
+            spec, stores, tracker, resume, None, plan, experiment))
         result.wall_s, result.trials_s = result.wall_s + wall, result.trials_s + trials_s
     for phase in spec.phases:
         for t in stores.optuna_study(phase.study_name(spec.name)).get_trials(deepcopy=False):

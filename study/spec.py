@@ -8,6 +8,8 @@ Everything is validated here, before Ray starts; every error names the file and 
                                           # searched as one more categorical ("base")
     overrides: {training.train_steps: 600}
     scientific: {training.loop_dilation: [1, 2, 3, 4]}   # optional: the values compared (study/design.py)
+    compare_at: equal_steps               # or equal_compute: each value's training.train_steps
+                                          # scaled so its training FLOPs match the first value's
     space: dilation                       # a shipped space, or an inline mapping (the nuisance
                                           # parameters when `scientific` is given)
     objectives: [{metric: eval/err_last, mode: min}]
@@ -36,23 +38,17 @@ import search_spaces
 from trainables.config import Config, ConfigError, apply_overrides, from_dict, load_config
 from trainables.schema import build, did_you_mean, read_yaml
 
-from analysis.confounds import confounds
+from analysis.confounds import compute_comparison, confounds
+from analysis.layout import EQUAL_COMPUTE, EQUAL_STEPS
+from analysis.sequential_plan import Question
 
 from . import design
+from .objectives import METRICS, is_reported, unreported
 from .errors import StudyError
 from .storage.databases import check_sqlite_store
 from .storage.stores import Storage, Stores
 
 SAMPLERS = ("tpe", "random", "brute_force")    # study.searcher maps each to its Optuna sampler
-# what `trainables.train` reports; objectives must be among them
-TRAIN_METRICS = ("eval/err_last", "eval/err_mean", "train/loss", "compute/gflop_per_step",
-                 "perf/steps_per_s")
-# what the probe trainable reports once probing (its training reports TRAIN_METRICS first)
-PROBE_METRICS = ("probe/err_min", "probe/err_argmin", "probe/err_first_state", "probe/err_last_state",
-                 "probe/control_err_min", "probe/selectivity")
-# what the stand-in `synthetic` trainable reports (tests and load benchmarks of the service)
-SYNTHETIC_METRICS = ("eval/err_last", "eval/err_mean", "train/loss")
-METRICS = {"train": TRAIN_METRICS, "probe": PROBE_METRICS, "synthetic": SYNTHETIC_METRICS}
 BASE = "base"                 # the searched choice among several bases
 STUDY_FILE = "study.yaml"     # the copy kept in the results folder, for resume and status
 
@@ -138,6 +134,8 @@ class StudyFile:
     sampler_seed: int | None = None
     storage: Storage = field(default_factory=Storage)
     scientific: dict | None = None
+    compare_at: Literal["equal_steps", "equal_compute"] = EQUAL_STEPS
+    question: dict | None = None      # sequential replicate rounds (study/replicate_rounds.py)
 
     def problems(self):
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", self.name):
@@ -148,7 +146,7 @@ class StudyFile:
         if not self.objectives:
             yield "objectives", "must be a non-empty list of {metric, mode}"
         for i, objective in enumerate(self.objectives):
-            if objective.metric not in METRICS[self.trainable]:
+            if not is_reported(self.trainable, objective.metric):
                 yield (f"objectives[{i}].metric", f"{objective.metric!r} is not reported by {self.trainable} "
                                                   f"({', '.join(METRICS[self.trainable])})")
         if self.seeds_per_config < 1:
@@ -160,6 +158,8 @@ class StudyFile:
             yield "sampler_seed", f"must be in [0, 2**32), got {self.sampler_seed}"
         if self.scientific and isinstance(self.base, list) and len(self.base) > 1:
             yield "scientific", "needs a single 'base'"
+        if self.compare_at == EQUAL_COMPUTE and not self.scientific:
+            yield "compare_at", "equal_compute needs 'scientific': it scales the compared values' training steps"
 
 
 @dataclass
@@ -185,10 +185,16 @@ class StudySpec:
     scientific: dict = field(default_factory=dict)  # dotted field -> the values compared
     compared: dict[str, Config] = field(default_factory=dict)   # label -> config (study/design.py)
     confounds: list[str] = field(default_factory=list)          # what else differs between them
+    compare_at: str = EQUAL_STEPS
+    compute: list[str] = field(default_factory=list)  # their training compute (analysis/confounds.py)
+    question: Question | None = None    # what answers the study: its replicates run in rounds until it does
 
     @property
     def phases(self) -> list[design.Phase]:
-        return design.phases(self.scientific)
+        """The search phases; compared at equal compute, each with its own training steps."""
+        steps = {label: c.training.train_steps for label, c in self.compared.items()} \
+            if self.compare_at == EQUAL_COMPUTE else None
+        return design.phases(self.scientific, steps)
 
     @property
     def bases(self) -> list[str]:
@@ -201,8 +207,12 @@ class StudySpec:
 
     @property
     def max_steps(self) -> int:
-        """A trial's last `step`: its training steps, and then its probe steps for `probe`."""
-        return max_steps(self.trainable, self.config)
+        """A trial's last `step`: its training steps, and then its probe steps for `probe` (of
+        the first phase; compared at equal compute, each phase has its own: phase_max_steps)."""
+        return self.phase_max_steps(self.phases[0])
+
+    def phase_max_steps(self, phase: design.Phase) -> int:
+        return max_steps(self.trainable, self.compared[phase.label] if phase.label else self.config)
 
     def define_by_run(self, point: dict | None = None):
         """The searcher's define-by-run function over the space, for one scientific `point`
@@ -270,7 +280,7 @@ def parse_study(data, where: str = "<study>") -> StudySpec:
            f"'base': the bases run different step counts {steps}; set training.train_steps "
            "(and probe.steps) in 'overrides'")
     steps = steps[bases[0]]
-    scientific = file.scientific or {}
+    scientific, compare_at = file.scientific or {}, file.compare_at
     _check(where, not set(scientific) & set(space.params),
            f"'scientific' and 'space' both hold {sorted(set(scientific) & set(space.params))}: a parameter "
            "is either compared (scientific) or tuned (space)")
@@ -280,14 +290,26 @@ def parse_study(data, where: str = "<study>") -> StudySpec:
             space.check(bases[0], {**overrides, **point.point})
     except (ConfigError, search_spaces.SpaceError) as exc:
         raise StudyError(f"{where}: {exc}") from None
-    _check(where, len({max_steps(trainable, c) for c in compared.values()} | {steps}) == 1,
-           "'scientific': the compared values run different step counts; fix training.train_steps "
-           "in 'overrides'")
+    if compare_at == EQUAL_COMPUTE:
+        try:
+            compared = design.at_equal_compute(compared, list(space.params))
+        except ConfigError as exc:
+            raise StudyError(f"{where}: {exc}") from None
+    else:
+        _check(where, len({max_steps(trainable, c) for c in compared.values()} | {steps}) == 1,
+               "'scientific': the compared values run different step counts; fix training.train_steps "
+               "in 'overrides'")
+    for i, objective in enumerate(file.objectives):
+        why = unreported(objective.metric, {**configs, **compared}, list(space.params))
+        _check(where, why is None, f"'objectives[{i}].metric' {objective.metric!r}: {why}")
     scheduler = file.scheduler
     if scheduler is not None:
         what = "the training and probe steps" if trainable == "probe" else "training.train_steps"
-        _check(where, scheduler.grace_period < steps,
-               f"'scheduler.grace_period' must be in [1, {what}={steps}), got {scheduler.grace_period}")
+        for label, config in {"": configs[bases[0]], **compared}.items():
+            last = max_steps(trainable, config)
+            _check(where, scheduler.grace_period < last,
+                   f"'scheduler.grace_period' must be in [1, {what}={last}){' for ' + label if label else ''}, "
+                   f"got {scheduler.grace_period}")
         _check(where, "training.eval_every" not in space.params,
                "'scheduler' needs one training.eval_every for every trial (it is searched in 'space')")
         problem = design.grace_period_problem(scheduler.grace_period, {**configs, **compared})
@@ -296,6 +318,7 @@ def parse_study(data, where: str = "<study>") -> StudySpec:
            or file.replicates.top_k == 1,
            "'replicates.top_k': with 'scientific', each value's best nuisance config is replicated "
            "(top_k 1); drop top_k")
+    question = _question(file, data, configs[bases[0]], where)
     errors = file.storage.errors()
     _check(where, not errors, "; ".join(errors))
     shared = Path(file.storage.storage_path) / file.name if file.storage.storage_path else None
@@ -305,7 +328,37 @@ def parse_study(data, where: str = "<study>") -> StudySpec:
                      scheduler=scheduler, resources=file.resources, seeds_per_config=file.seeds_per_config,
                      replicates=file.replicates, results_dir=results_dir, sampler=file.sampler,
                      sampler_seed=file.sampler_seed, storage=file.storage, source=dict(data),
-                     scientific=scientific, compared=compared, confounds=confounds(compared))
+                     scientific=scientific, compared=compared, confounds=confounds(compared, compare_at),
+                     compare_at=compare_at, compute=compute_comparison(compared, compare_at),
+                     question=question)
+
+
+def _question(file: StudyFile, data: dict, config: Config, where: str) -> Question | None:
+    """The study's `question` (analysis/sequential_plan.py), checked with the sections it needs:
+    `scientific` values to compare, no fixed `replicates` (the rounds decide the seeds), and one
+    horizon, the study's training.train_steps (continuing to a longer one is not built yet)."""
+    if file.question is None:
+        return None
+    _check(where, bool(file.scientific), "'question' needs 'scientific': it asks whether the compared values "
+                                         "differ from the first (the reference)")
+    _check(where, len(design.phases(file.scientific)) >= 2,
+           "'question' needs two or more 'scientific' values (each is compared with the first)")
+    _check(where, file.replicates is None, "'question' and 'replicates' do not mix: with a question the "
+                                          "replicates run in rounds until it is answered (question.seeds: "
+                                          "start, step, max); drop 'replicates'")
+    try:
+        question = Question.from_mapping(data["question"])
+    except ValueError as exc:
+        name, _, message = str(exc).partition(": ")
+        raise StudyError(f"{where}: '{name}': {message}") from None
+    steps, horizon = config.training.train_steps, question.horizon
+    _check(where, horizon.start in (None, steps),
+           f"'question.horizon.start': the replicates train the study's training.train_steps={steps}; "
+           f"got {horizon.start} (set training.train_steps in 'overrides' instead)")
+    _check(where, horizon.max in (None, horizon.start or steps),
+           f"'question.horizon.max': continuing the replicates to a longer horizon is not built yet; "
+           f"got {horizon.max} (leave it out, or set it to {horizon.start or steps})")
+    return question
 
 
 def _base_configs(file: StudyFile) -> dict[str, Config]:

@@ -9,6 +9,7 @@ from pathlib import Path
 import optuna
 
 from analysis import verdict
+from analysis.sequential_answer import answer_lines
 from analysis.layout import NUMBER, REASON, RUNNING, TUNE_ID, fmt, params_text, table
 from analysis.trials import NoRecord, StudyRecord, Trial, read_record
 
@@ -62,6 +63,8 @@ def _record(stores: Stores) -> StudyRecord | None:
 
 
 def format_status(spec: StudySpec, record: StudyRecord | None = None) -> str:
+    """The trials' table; a study with a question ends with its sequential answer so far."""
+    record = record or _record(Stores.of(spec))
     rows = status_rows(spec, record)
     if not rows:
         return f"study '{spec.name}': no trials yet"
@@ -69,7 +72,7 @@ def format_status(spec: StudySpec, record: StudyRecord | None = None) -> str:
     for row in rows:
         counts[row[1]] = counts.get(row[1], 0) + 1
     head = f"study '{spec.name}' ({spec.results_dir}): " + ", ".join(f"{v} {k}" for k, v in counts.items())
-    return head + "\n" + table(rows, HEADER)
+    return "\n".join([head, table(rows, HEADER), *(answer_lines(record) if record else [])])
 
 
 def best_summary(spec: StudySpec, record=None) -> str:

@@ -93,6 +93,23 @@ class Lines:
         return "\n".join(self.seen)
 
 
+def descendants(pid: int) -> set[int]:
+    """Every process below `pid` (what a killed driver leaves behind: Ray's agents and workers)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
 def start_cli(*args: str, cwd: Path, env: dict | None = None, prefix: list[str] = ()) -> Lines:
     """The CLI as a running process, its output line by line."""
     process = subprocess.Popen([*prefix, sys.executable, "-m", "study.cli", *args], cwd=cwd, env=env or ENV,

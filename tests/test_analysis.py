@@ -74,13 +74,17 @@ def test_report_figures_show_the_expected_series(finished, tmp_path):
     assert flags["range"] == [1, 2] and not flags["judged"] and not flags["on_boundary"]
     assert len(data["learning_curves.png"]["series"]) == 4
     assert all(len(h) == 3 for h in data["learning_curves.png"]["series"].values())  # steps 10, 20, 30
+    depth = data["test_time_depth.png"]          # the runs the answer uses: each replicated config's seeds
+    assert set(depth) == {"s=1", "s=2"} and all(len(d["runs"]) == 2 for d in depth.values())
+    assert all(len(d["err"]["mean"]) == 24 and len(d["state_change"]["mean"]) == 23 for d in depth.values())
     for png in ("curves_loop_dilation.png", "fixed_point.png", "objective_by_param.png", "learning_curves.png",
-                "replicates.png"):
+                "replicates.png", "test_time_depth.png"):
         assert (tmp_path / png).stat().st_size > 10_000
     text = (tmp_path / "report.md").read_text()
     assert "4 completed" in text and "loopstudy run an.yaml --results results/an-rerun" in text
     assert "trained again on fresh seeds" in text and text.count("| s=") == 2  # a row per replicated config
     assert "(n=2: " in text and "not drawn: 4 completed trials, at least 10 needed" in text   # honest stats
+    assert "- compute: compared at equal steps, so at unequal compute: training GFLOP per step" in text
     shown = data["replicates.png"]["series"]
     assert set(shown) == {"s=1", "s=2"}
     for key, series in shown.items():

@@ -9,7 +9,7 @@ from mlflow import MlflowClient
 
 from analysis.trials import read_record
 from analysis.verdict import answer
-from study.spec import find_study
+from study.spec import find_study, read_study_file
 from study.storage.stores import Stores
 from studyfiles import cli, write_study
 
@@ -63,3 +63,45 @@ def test_each_value_gets_its_own_search_and_shared_replicate_seeds(tmp_path):
     head, *rows = status.splitlines()
     assert "10 replicate completed" in head and sum("replicate completed" in row for row in rows) == 10
     assert "s=3 lr=0.001" in status
+
+
+def test_values_compared_at_equal_compute_train_their_own_steps(tmp_path):
+    """compare_at: equal_compute: s=3 differentiates a longer loss window than s=1, so it trains
+    fewer steps (its total training FLOPs matched to s=1's); each phase's ASHA, searcher and
+    tracking count its own steps, its replicates train them, and the answer states them."""
+    from trainables.flops import train_flops_total
+
+    path = write_study(
+        tmp_path, "eqc", trainable="synthetic", base="seed_dilation_cpu", sampler="brute_force",
+        overrides={"training.train_steps": 40, "training.eval_every": 10, "training.checkpoint_every": 20,
+                   "curriculum.loops.start": 13, "curriculum.dims.interval": 1, "curriculum.points.interval": 1,
+                   "curriculum.loops.interval": 1},
+        scientific={"training.loop_dilation": [1, 3]}, compare_at="equal_compute",
+        space={"training.learning_rate": {"categorical": [1.0e-3, 1.0e-2]}},
+        budget={"num_samples": 2, "max_concurrent": 2}, scheduler={"grace_period": 20, "reduction_factor": 2},
+        replicates={"seeds": 2})
+    spec = read_study_file(path)
+    steps = {phase.label: phase.train_steps for phase in spec.phases}
+    assert steps["s=1"] == 40 and steps["s=3"] < 40           # the reference keeps its steps
+    totals = [train_flops_total(config) for config in spec.compared.values()]
+    assert max(totals) / min(totals) < 1.02
+    done = cli("run", str(path), cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"s=3 (2 configs of the nuisance parameters training.learning_rate, {steps['s=3']} training " \
+           "steps (equal compute))" in done.stdout
+    record = read_record(Stores.of(find_study(tmp_path / "eqc")))
+    for trial in record.trials + record.replicates:               # every run trains its value's steps
+        assert trial.config.training.train_steps == steps[trial.point], trial.name
+        if trial.state == "pruned":                               # at the rung, of its value's steps
+            assert trial.reason == f"stopped early by ASHA at the rung at step 20 of {steps[trial.point]}"
+        else:
+            assert (trial.state, trial.steps) == ("completed", steps[trial.point]), trial.name
+    assert len(record.replicates) == 4 and {t.state for t in record.replicates} == {"completed"}
+    result = answer(record)
+    assert not [p for p in result.problems if p.startswith("confounded")]     # the steps are the design
+    stated = (f"compute: compared at equal training compute: s=1 40 steps ({totals[0] / 1e9:.4g} GFLOP), "
+              f"s=3 {steps['s=3']} steps ({totals[1] / 1e9:.4g} GFLOP)")
+    assert f"  {stated}" in result.lines() and stated in done.stdout
+    report = cli("report", "eqc", "--results-root", str(tmp_path), cwd=tmp_path)
+    assert report.returncode == 0, report.stderr
+    assert stated in (tmp_path / "eqc" / "report" / "report.md").read_text()

@@ -10,7 +10,7 @@ import pytest
 from mlflow import MlflowClient
 
 from analysis.layout import config_hash
-from studyfiles import TINY, cli, start_cli, write_study
+from studyfiles import TINY, cli, descendants, start_cli, write_study
 
 pytestmark = pytest.mark.service
 STATE = {"completed": optuna.trial.TrialState.COMPLETE, "pruned": optuna.trial.TrialState.PRUNED,
@@ -101,22 +101,6 @@ def test_study_end_to_end(tmp_path):
     assert "no winner named: not learned: the best mean eval/err_last" in done.stdout
 
 
-def _descendants(pid: int) -> set[int]:
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    found, todo = set(), [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.add(child)
-            todo.append(child)
-    return found
-
-
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["sigint", "sigkill"])
 def test_interrupted_study_resumes_without_duplicates(tmp_path, sig):
     name = f"interrupt_{sig.name.lower()}"
@@ -127,7 +111,7 @@ def test_interrupted_study_resumes_without_duplicates(tmp_path, sig):
     driver = lines.process
     lines.wait_for(ENDED)                           # the first trial has ended: interrupt now
     assert driver.poll() is None, "the study ended before it could be interrupted"
-    spawned = _descendants(driver.pid)
+    spawned = descendants(driver.pid)
     driver.send_signal(sig)
     output = lines.rest()
     for pid in spawned - {driver.pid}:       # what a killed driver leaves behind (Ray agents)

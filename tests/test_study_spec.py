@@ -152,3 +152,74 @@ def test_every_trainable_a_study_may_name_has_a_tune_function_and_its_metrics():
 
     named = set(typing.get_args(typing.get_type_hints(StudyFile)["trainable"]))
     assert named == set(TRAINABLES) == set(METRICS)
+
+
+SCIENCE = {**GOOD, "overrides": {**GOOD["overrides"], "curriculum.loops.start": 5},
+           "scientific": {"training.n_loop_window": [2, 4]},
+           "space": {"training.learning_rate": {"categorical": [1.0e-3, 2.0e-3]}}}
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"objectives": [{"metric": "eval/err_last_at_3b"}]},
+     r"'objectives\[0\].metric' 'eval/err_last_at_3b': paper_linear_regression_looped_cpu does not report it: "
+     r"add 3 to eval.depth_multiples"),
+    ({"objectives": [{"metric": "eval/err_last_at_b2"}]}, r"'objectives\[0\].metric' 'eval/err_last_at_b2' is not "
+                                                          r"reported by train \(.*eval/err_last_at_<m>b"),
+    ({"objectives": [{"metric": "eval/extrapolation_ratio"}], "base": "paper_linear_regression_standard_cpu",
+      "space": {"training.learning_rate": {"float": [1e-4, 1e-3]}}},
+     "does not report it: a standard model has no loop iterations"),
+    ({"objectives": [{"metric": "eval/err_last_at_2b"}], "space": {"model.family": {"categorical": ["looped", "standard"]}}},
+     "the space searches model.family, so not every trial reports it"),
+])
+def test_a_test_time_depth_objective_must_be_reported_by_every_trial(changes, message):
+    with pytest.raises(StudyError, match=message):
+        parse_study(with_(**changes))
+
+
+def test_test_time_depth_objectives_are_accepted_where_scored():
+    multiples = {"overrides": {**GOOD["overrides"], "eval.depth_multiples": [2, 3]}}
+    for metric in ("eval/err_last_at_3b", "eval/err_last_at_2b", "eval/extrapolation_ratio",
+                   "eval/state_change_at_b", "eval/last_state_change", "train/mean_depth"):
+        assert parse_study(with_(objectives=[{"metric": metric}], **multiples)).metrics == [metric]
+    b_searched = {**GOOD["space"], "curriculum.loops.end": {"int": [12, 16]}}
+    with pytest.raises(StudyError, match="add 2 to eval.depth_multiples"):      # 2b is not scored for every b
+        parse_study(with_(objectives=[{"metric": "eval/err_last_at_2b"}], space=b_searched,
+                          overrides={**GOOD["overrides"], "eval.iteration_counts": [24]}))
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"compare_at": "equal_flops"}, "'compare_at' must be 'equal_steps' or 'equal_compute', got 'equal_flops'"),
+    ({"compare_at": "equal_compute", "scientific": ...}, "'compare_at' equal_compute needs 'scientific'"),
+    ({"compare_at": "equal_compute", "space": {"model.n_embd": {"categorical": [16, 32]}}},
+     "'compare_at': equal_compute scales .* the space searches model.n_embd"),
+    ({"compare_at": "equal_compute", "scheduler": {"grace_period": 35, "reduction_factor": 2}},
+     r"'scheduler.grace_period' must be in \[1, training.train_steps=32\) for T=4, got 35"),
+])
+def test_equal_compute_is_refused_where_it_cannot_hold(changes, message):
+    with pytest.raises(StudyError, match=message):
+        parse_study({k: v for k, v in {**SCIENCE, **changes}.items() if v is not ...})
+
+
+def test_equal_compute_scales_each_values_steps_to_the_reference_total():
+    from trainables.flops import equal_compute_steps, train_flops_total
+
+    at_steps = parse_study({**SCIENCE, "scheduler": None})
+    assert [p.train_steps for p in at_steps.phases] == [None, None] and at_steps.confounds == []
+    assert at_steps.compute[0].startswith("compared at equal steps, so at unequal compute: training GFLOP per "
+                                          "step (expected, at the final curriculum): T=2 ")
+    spec = parse_study({**SCIENCE, "scheduler": None, "compare_at": "equal_compute"})
+    expected = equal_compute_steps(at_steps.compared, "T=2")
+    assert expected["T=2"] == 40 and expected["T=4"] < 40          # the longer window costs more per step
+    assert {p.label: p.train_steps for p in spec.phases} == expected
+    assert {p.label: spec.phase_max_steps(p) for p in spec.phases} == expected
+    assert {label: c.training.train_steps for label, c in spec.compared.items()} == expected
+    totals = [train_flops_total(c) for c in spec.compared.values()]
+    assert max(totals) / min(totals) < 1.03
+    assert spec.confounds == []                                    # the steps differ by design
+    assert spec.compute == ["compared at equal training compute: " + ", ".join(
+        f"{label} {n} steps ({total / 1e9:.4g} GFLOP)" for (label, n), total in zip(expected.items(), totals))]
+    import optuna
+    phase = spec.phases[1]
+    drawn = spec.define_by_run(phase.fixed)(optuna.create_study().ask())
+    assert drawn["config"]["training"]["train_steps"] == expected["T=4"]
+    assert drawn["config"]["training"]["n_loop_window"] == 4

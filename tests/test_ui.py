@@ -69,6 +69,27 @@ def test_science_curves_are_stepped_by_k_and_by_iteration(tmp_path):
                       "curve/err_vs_k_at_8_iterations": {0: 1.0, 1: 0.6, 2: 0.3}}
 
 
+def test_test_time_depth_curves_are_stepped_by_iteration(tmp_path):
+    (tmp_path / "summary.json").write_text(json.dumps({"eval": {
+        "curve": [1.0, 0.5], "last_point_vs_iteration": [0.9, 0.4, 0.3, 0.35],
+        "state_change": [None, 0.5, 0.1, 0.05], "err_last_at_iterations": {"2": 0.4, "4": 0.35}}}))
+    curves: dict[str, dict[int, float]] = {}
+    for metric in science_curves(tmp_path):
+        curves.setdefault(metric.key, {})[metric.step] = metric.value
+    assert curves["curve/state_change_vs_iteration"] == {2: 0.5, 3: 0.1, 4: 0.05}     # iteration 1: none
+    assert curves["curve/err_last_at_scored_iterations"] == {2: 0.4, 4: 0.35}
+
+
+def test_a_sampled_depth_shows_b_the_depth_evaluated():
+    from study.tracking.trial_run import trial_name
+
+    config = load_config("depth_sampling_cpu", ["curriculum.loops.start=5"])
+    params = {k: str(v) for k, v in config.flat().items()}
+    assert loops_trained(params, 25) == config.loop_budget == 12        # not the unread curriculum's 5
+    name = trial_name({"config": config.to_dict(), "sampled": {}, "trial": 3, "repeats": 1})
+    assert name.startswith("t003 s=1 T=5 b=12 D=64")
+
+
 def test_the_view_shows_objective_searched_params_seed_b_and_state_with_replicates(tmp_path):
     spec = read_study_file(write_study(tmp_path, "view", trainable="synthetic"))
     view = runs_view(spec)

@@ -83,3 +83,38 @@ def test_without_scientific_parameters_the_best_config_is_compared_unpaired():
     (c,) = comparisons(record(values, scientific=False))
     assert (c.value, c.reference) == ("s=1", "s=2") and not c.is_paired
     assert c.verdict == "better" and c.interval[1] < 0 and "(unpaired, 6 seeds)" in c.sentence()
+
+
+class SummaryRecord(StudyRecord):
+    """A record whose runs' summary.json hold `err_last` (eval/err_last at b) and a flat history."""
+
+    def __init__(self, record: StudyRecord, err_last: float):
+        super().__init__(None, record.parent, record.objectives, [], record.replicates)
+        self.err_last = err_last
+
+    def artifact_json(self, trial, name):
+        return {"eval/err_last": self.err_last, "baselines": {"averaging": {"err_last": 0.9, "err_mean": 0.5}}}
+
+    def metric_history(self, trial, metric):
+        return []
+
+
+@pytest.mark.parametrize("metric, err_last, not_learned", [
+    ("eval/extrapolation_ratio", 0.2, None),        # a ratio near 1 is no error: judged on eval/err_last
+    ("eval/extrapolation_ratio", 0.8, "not learned: the best mean eval/err_last (of the runs whose "
+                                      "eval/extrapolation_ratio is compared) 0.8 is not clearly below"),
+    ("eval/err_last_at_2b", 0.2, "not learned: the best mean eval/err_last_at_2b 1 is not clearly below "
+                                 "predicting 0 (about 1) and averaging (0.9)"),   # the last point's baseline
+    ("train/loss", 0.8, None),                      # no error a trivial predictor scores
+])
+def test_the_learning_guard_judges_an_error(metric, err_last, not_learned):
+    from analysis.verdict import learning_problems
+
+    values = {"s=1": dict.fromkeys(SEEDS, 1.0), "s=2": dict.fromkeys(SEEDS, 1.05)}
+    base = record(values)
+    for run in base.replicates:
+        run.objectives = {metric: run.objectives.pop("eval/err_last")}
+    base.objectives = [(metric, "min")]
+    summaries = SummaryRecord(base, err_last)
+    problems = learning_problems(summaries, groups(summaries)[0])
+    assert (any(p.startswith(not_learned) for p in problems) if not_learned else problems == []), problems

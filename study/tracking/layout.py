@@ -151,11 +151,11 @@ class Tracker(Delivery):
         return run_id
 
     @needs_mlflow()
-    def tag_parent(self, tags: dict[str, str], metrics: dict[str, float] | None = None) -> None:
-        """Tags (and metrics) on the study's parent run, in one request."""
+    def tag_parent(self, tags: dict[str, str], metrics: dict[str, float] | None = None, step: int = 0) -> None:
+        """Tags (and metrics, at `step`) on the study's parent run, in one request."""
         now = int(time.time() * 1000)
         self.client.log_batch(self.parent_id(), tags=[RunTag(k, str(v)) for k, v in tags.items()],
-                              metrics=[Metric(k, float(v), now, 0) for k, v in (metrics or {}).items()])
+                              metrics=[Metric(k, float(v), now, step) for k, v in (metrics or {}).items()])
 
     @needs_mlflow()
     def end_parent(self, state: str, summary: dict) -> None:

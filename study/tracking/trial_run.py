@@ -22,10 +22,11 @@ def trial_config(tune_config: dict) -> Config:
 def trial_name(tune_config: dict) -> str:
     """`t007 s=2 T=15 b=60 D=64` (looped) or `t007 L=12 D=256`, plus other sampled values;
     `t007r1 ...` for the second seed of a config, `t007.rep1 ... seed=12` for a replicate. b is
-    the loop count the curriculum trains: `b=8..12` when it still grows within training."""
+    the loop count the curriculum trains: `b=8..12` when it still grows within training (with a
+    depth sampled per step, b is the depth evaluated)."""
     config, sampled, number = trial_config(tune_config), tune_config["sampled"], tune_config["trial"]
     m, tr = config.model, config.training
-    first, last = config.loops_trained()
+    first, last = config.loops_trained() if tr.depth_sampling == "curriculum" else (config.loop_budget,) * 2
     trained = f"{first}..{last}" if first != last else last     # the b actually trained, not the end
     shown = {"s": tr.loop_dilation, "T": tr.n_loop_window, "b": trained} \
         if m.family == "looped" else {"L": m.n_layer}
@@ -64,9 +65,12 @@ def logged_params(config: Config, trainable: str) -> dict[str, object]:
 
 
 def loops_trained(params: dict[str, str], steps: int) -> int | None:
-    """b at a looped run's last training step (of `steps`), from its params; None otherwise."""
+    """b at a looped run's last training step (of `steps`), from its params; None otherwise.
+    With a depth sampled per step (a draw, not a schedule), b: the depth it is evaluated at."""
     if params.get("model.family") != "looped" or steps < 1:
         return None
+    if params.get("training.depth_sampling", "curriculum") != "curriculum":
+        return int(params["curriculum.loops.end"])
     loops = Schedule(*(int(params[f"curriculum.loops.{k}"]) for k in ("start", "end", "inc", "interval")))
     return loops.value(min(steps, int(params["training.train_steps"])) - 1)
 
@@ -74,14 +78,19 @@ def loops_trained(params: dict[str, str], steps: int) -> int | None:
 def science_curves(run_dir: Path) -> list[Metric]:
     """A finished trial's curves from its summary.json files, as metrics MLflow can overlay
     across runs: error vs in-context examples (step = k, the examples before the query), for a
-    looped model last-point error vs loop iteration (step = iteration) and the error curve at
-    each extra eval.iteration_counts value, for a probe trial probe error vs state."""
+    looped model last-point error vs loop iteration (step = iteration), the relative state change
+    vs iteration (step = iteration, from 2), the last-point error at each iteration count scored
+    (b, eval.iteration_counts, eval.depth_multiples x b; step = the count) and the error curve at
+    each extra count, for a probe trial probe error vs state."""
     now = int(time.time() * 1000)
     curves: dict[str, list] = {}
     if (run_dir / "summary.json").is_file():
         evaluation = json.loads((run_dir / "summary.json").read_text()).get("eval") or {}
         curves[CURVES + "err_vs_k"] = evaluation.get("curve", [])
         curves[CURVES + "err_vs_iteration"] = [None] + evaluation.get("last_point_vs_iteration", [])
+        curves[CURVES + "state_change_vs_iteration"] = [None] + (evaluation.get("state_change") or [])
+        scored = {int(n): err for n, err in (evaluation.get("err_last_at_iterations") or {}).items()}
+        curves[CURVES + "err_last_at_scored_iterations"] = [scored.get(n) for n in range(max(scored, default=-1) + 1)]
         for count, curve in (evaluation.get("curves_at_iterations") or {}).items():
             if curve != evaluation.get("curve"):
                 curves[f"{CURVES}err_vs_k_at_{count}_iterations"] = curve

@@ -23,10 +23,10 @@ $(VENV_STAMP): requirements-torch.txt requirements.txt pyproject.toml
 demo: venv
 	$(PY) -m study.cli run study/studies/dilation_cpu.yaml --results results/dilation_cpu-$$(date +%Y%m%d-%H%M%S)
 
-# every tier this machine can run (the cluster tier needs root; it is named when skipped), two
+# every tier this machine can run (the cluster tier needs root; it is named when skipped), three
 # test files at a time; PYTEST_ARGS selects, e.g. make test PYTEST_ARGS="-m cluster"
 test: venv
-	$(PY) -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
+	$(PY) -m pytest -n 3 --dist loadfile $(PYTEST_ARGS)
 
 # the fast tier alone: no Ray, no MLflow server (seconds to a minute)
 test-fast: venv

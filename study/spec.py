@@ -279,41 +279,12 @@ def parse_study(data, where: str = "<study>") -> StudySpec:
     _check(where, len(set(steps.values())) == 1,
            f"'base': the bases run different step counts {steps}; set training.train_steps "
            "(and probe.steps) in 'overrides'")
-    steps = steps[bases[0]]
     scientific, compare_at = file.scientific or {}, file.compare_at
-    _check(where, not set(scientific) & set(space.params),
-           f"'scientific' and 'space' both hold {sorted(set(scientific) & set(space.params))}: a parameter "
-           "is either compared (scientific) or tuned (space)")
-    try:
-        compared = design.compared_configs(scientific, space, bases[0], overrides)
-        for point in design.phases(scientific) if scientific else []:
-            space.check(bases[0], {**overrides, **point.point})
-    except (ConfigError, search_spaces.SpaceError) as exc:
-        raise StudyError(f"{where}: {exc}") from None
-    if compare_at == EQUAL_COMPUTE:
-        try:
-            compared = design.at_equal_compute(compared, list(space.params))
-        except ConfigError as exc:
-            raise StudyError(f"{where}: {exc}") from None
-    else:
-        _check(where, len({max_steps(trainable, c) for c in compared.values()} | {steps}) == 1,
-               "'scientific': the compared values run different step counts; fix training.train_steps "
-               "in 'overrides'")
+    compared = _compared_configs(file, space, configs, where)
     for i, objective in enumerate(file.objectives):
         why = unreported(objective.metric, {**configs, **compared}, list(space.params))
         _check(where, why is None, f"'objectives[{i}].metric' {objective.metric!r}: {why}")
-    scheduler = file.scheduler
-    if scheduler is not None:
-        what = "the training and probe steps" if trainable == "probe" else "training.train_steps"
-        for label, config in {"": configs[bases[0]], **compared}.items():
-            last = max_steps(trainable, config)
-            _check(where, scheduler.grace_period < last,
-                   f"'scheduler.grace_period' must be in [1, {what}={last}){' for ' + label if label else ''}, "
-                   f"got {scheduler.grace_period}")
-        _check(where, "training.eval_every" not in space.params,
-               "'scheduler' needs one training.eval_every for every trial (it is searched in 'space')")
-        problem = design.grace_period_problem(scheduler.grace_period, {**configs, **compared})
-        _check(where, problem is None, f"'scheduler.grace_period' ({scheduler.grace_period}) {problem}")
+    _check_scheduler(file, space, configs, compared, where)
     _check(where, not scientific or file.replicates is None or "top_k" not in data["replicates"]
            or file.replicates.top_k == 1,
            "'replicates.top_k': with 'scientific', each value's best nuisance config is replicated "
@@ -325,12 +296,52 @@ def parse_study(data, where: str = "<study>") -> StudySpec:
     results_dir = (shared or Path(file.results_dir or Path("results") / file.name)).resolve()
     return StudySpec(name=file.name, base=file.base, space=space, objectives=file.objectives, budget=file.budget,
                      base_configs=configs, trainable=trainable, overrides=dict(overrides),
-                     scheduler=scheduler, resources=file.resources, seeds_per_config=file.seeds_per_config,
+                     scheduler=file.scheduler, resources=file.resources, seeds_per_config=file.seeds_per_config,
                      replicates=file.replicates, results_dir=results_dir, sampler=file.sampler,
                      sampler_seed=file.sampler_seed, storage=file.storage, source=dict(data),
                      scientific=scientific, compared=compared, confounds=confounds(compared, compare_at),
                      compare_at=compare_at, compute=compute_comparison(compared, compare_at),
                      question=question)
+
+
+def _compared_configs(file: StudyFile, space, configs: dict[str, Config], where: str) -> dict[str, Config]:
+    """Each scientific value's config (study/design.py), its steps scaled at equal compute;
+    checked against the space and, at equal steps, for one step count."""
+    scientific, base = file.scientific or {}, next(iter(configs))
+    _check(where, not set(scientific) & set(space.params),
+           f"'scientific' and 'space' both hold {sorted(set(scientific) & set(space.params))}: a parameter "
+           "is either compared (scientific) or tuned (space)")
+    try:
+        compared = design.compared_configs(scientific, space, base, file.overrides)
+        for point in design.phases(scientific) if scientific else []:
+            space.check(base, {**file.overrides, **point.point})
+        if file.compare_at == EQUAL_COMPUTE:
+            return design.at_equal_compute(compared, list(space.params))
+    except (ConfigError, search_spaces.SpaceError) as exc:
+        raise StudyError(f"{where}: {exc}") from None
+    steps = max_steps(file.trainable, configs[base])
+    _check(where, len({max_steps(file.trainable, c) for c in compared.values()} | {steps}) == 1,
+           "'scientific': the compared values run different step counts; fix training.train_steps "
+           "in 'overrides'")
+    return compared
+
+
+def _check_scheduler(file: StudyFile, space, configs: dict[str, Config], compared: dict[str, Config],
+                     where: str) -> None:
+    """ASHA's grace period against every trial's steps and curriculum; one eval_every for all."""
+    scheduler, trainable = file.scheduler, file.trainable
+    if scheduler is None:
+        return
+    what = "the training and probe steps" if trainable == "probe" else "training.train_steps"
+    for label, config in {"": next(iter(configs.values())), **compared}.items():
+        last = max_steps(trainable, config)
+        _check(where, scheduler.grace_period < last,
+               f"'scheduler.grace_period' must be in [1, {what}={last}){' for ' + label if label else ''}, "
+               f"got {scheduler.grace_period}")
+    _check(where, "training.eval_every" not in space.params,
+           "'scheduler' needs one training.eval_every for every trial (it is searched in 'space')")
+    problem = design.grace_period_problem(scheduler.grace_period, {**configs, **compared})
+    _check(where, problem is None, f"'scheduler.grace_period' ({scheduler.grace_period}) {problem}")
 
 
 def _question(file: StudyFile, data: dict, config: Config, where: str) -> Question | None:

@@ -87,10 +87,11 @@ def method_line(question: Question, family: int) -> str:
             + (f"; equivalent within ±{fmt(question.delta)}" if question.delta is not None else "") + "):")
 
 
-def answer_lines(record: StudyRecord) -> list[str]:
+def answer_lines(record: StudyRecord, judgement: Judgement | None = None) -> list[str]:
     """The sequential answer as printed by `run` and `status`: the method, then each comparison's
-    latest look (empty without a question, or before a replicate completed)."""
-    judgement, question = judgement_of(record), question_of(record)
+    latest look (empty without a question, or before a replicate completed); `judgement`, when
+    the caller has it, else judgement_of(record)."""
+    judgement, question = judgement or judgement_of(record), question_of(record)
     if judgement is None or not judgement.latest:
         return []
     reference = record.points[0]
@@ -103,10 +104,10 @@ def answer_lines(record: StudyRecord) -> list[str]:
     return lines
 
 
-def answer_tags(record: StudyRecord) -> tuple[dict[str, str], dict[str, float]]:
+def answer_tags(record: StudyRecord, judgement: Judgement | None = None) -> tuple[dict[str, str], dict[str, float]]:
     """The latest decisions as parent-run tags (`decision/s=3`) and their intervals as metrics
-    (`sequential_mean/s_3`, `..._lo`, `..._hi`, `seeds_needed/s_3`)."""
-    judgement = judgement_of(record)
+    (`sequential_mean/s_3`, `..._lo`, `..._hi`, `seeds_needed/s_3`); `judgement` as in answer_lines."""
+    judgement = judgement or judgement_of(record)
     tags, metrics = {}, {}
     for name, look in (judgement.latest.items() if judgement else []):
         tags[f"decision/{name}"] = look.decision

@@ -19,7 +19,9 @@ import itertools
 from dataclasses import dataclass
 
 from analysis.layout import params_text, phase_study_name
-from trainables.config import Config
+from trainables.config import Config, ConfigError, apply_overrides, from_dict, load_config
+from trainables.flops import equal_compute_steps
+from trainables.schema import coerce
 
 STEPS = "training.train_steps"
 
@@ -56,9 +58,6 @@ def phases(scientific: dict[str, list], train_steps: dict[str, int] | None = Non
 def point_configs(scientific: dict[str, list], base: str, overrides: dict) -> dict[str, Config]:
     """Each phase's config before the nuisance draws (base, overrides, then the point);
     ConfigError naming the point that does not make a valid config."""
-    from trainables.config import ConfigError, load_config
-    from trainables.schema import coerce
-
     for key, values in scientific.items():
         coerce(f"scientific.{key}", list, values)
         if not values or len(set(map(repr, values))) != len(values) or any(
@@ -123,15 +122,11 @@ COMPUTE_FIELDS = ("model.", "curriculum.", "training.batch_size", STEPS, "traini
                   "training.loop_dilation", "training.backprop_depth", "training.depth_")
 
 
-
 def at_equal_compute(compared: dict[str, Config], searched: list[str]) -> dict[str, Config]:
     """The compared configs, each with the training steps that give it the first (reference)
     value's total training FLOPs, whose steps are kept (trainables.flops.equal_compute_steps);
     ConfigError naming 'compare_at' when the space searches a field that changes a trial's
     compute, or a scaled config is not valid."""
-    from trainables.config import ConfigError, apply_overrides, from_dict
-    from trainables.flops import equal_compute_steps
-
     varying = [f for f in searched if f.startswith(COMPUTE_FIELDS)]
     if varying:
         raise ConfigError(f"'compare_at': equal_compute scales each value's training.train_steps to its "

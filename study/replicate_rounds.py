@@ -158,13 +158,12 @@ def _judge_round(spec, stores: Stores, tracker, rounds: list[dict]) -> tuple[lis
     for point in record.points[1:]:
         if point in judgement.latest:
             print(f"round {number}: {look_sentence(judgement.latest[point], reference, question)}", flush=True)
-    record.parent["tags"][BUDGET_SPENT] = str(spent).lower()
-    tags, metrics = answer_tags(record)
+    tags, metrics = answer_tags(record, judgement)
     tracker.tag_parent({**tags, BUDGET_SPENT: str(spent).lower(), "rounds": str(number)},
                        None if rounds[-1].get("judged") else metrics, step=number)
     rounds[-1]["judged"] = True                 # written with the next round's plan, or below
     if plan is not None:
         return plan, judgement.wanted
     _write_rounds(stores, rounds)
-    print("\n".join(answer_lines(record)), flush=True)
+    print("\n".join(answer_lines(record, judgement)), flush=True)
     return None, {}

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from study import quiet_environment, quiet_libraries
-from study.cluster.cli import add_cluster_commands, add_job_args
+from study.cluster.commands import add_cluster_commands, add_job_args
 from trainables.errors import ConfigError, UserError
 
 
@@ -111,7 +111,7 @@ def cmd_resume(args) -> None:
     from study.runner import run_study
 
     if args.address:
-        from study.cluster.cli import submit_study
+        from study.cluster.commands import submit_study
 
         submit_study(spec, args, resume=True)
         return
@@ -130,7 +130,7 @@ def cmd_sync(args) -> None:
     from study.storage.stores import Stores
 
     stores = Stores.of(find_study(args.name, args.results_root))
-    from study.tracking.layout import Tracker
+    from study.tracking.runs import Tracker
 
     tracker = Tracker(stores)
     kept = len(tracker.backlog)

@@ -14,7 +14,7 @@ from analysis.trials import read_record
 from .spec import BASE, StudySpec
 from .errors import StudyError
 from .storage.stores import Stores
-from .tracking.layout import Tracker
+from .tracking.runs import Tracker
 
 FORMATS = ("loopstudy", "reference")
 

@@ -39,7 +39,7 @@ from .storage import disk_checks, disk_guard
 from .storage.stores import Stores
 from .storage.study_lock import StudyLock
 from .tracking.delivery import TrackingCallback, wait_limit_s
-from .tracking.layout import Tracker
+from .tracking.runs import Tracker
 
 
 @dataclass

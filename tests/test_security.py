@@ -16,7 +16,7 @@ from study.errors import StudyError
 from study.spec import parse_study, read_study_file
 from study.storage.stores import Stores
 from study.storage.credentials import expanded, redact
-from study.tracking.layout import Tracker
+from study.tracking.runs import Tracker
 from studyfiles import ENV, start_cli, write_study
 from trainables.config import ConfigError
 

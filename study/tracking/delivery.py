@@ -160,7 +160,7 @@ def needs_mlflow(at_start: bool = False):
 
 
 class Delivery:
-    """The tracker's half that gets events to MLflow (study/tracking/layout.py's Tracker is the
+    """The tracker's half that gets events to MLflow (study/tracking/runs.py's Tracker is the
     other, which writes them): `record` an event now or keep it, send what was kept, wait."""
     stores: Stores
     wait_s: float

@@ -1,4 +1,4 @@
-"""What a trial's MLflow run holds, apart from writing it (study/tracking/layout.py): its name for a
+"""What a trial's MLflow run holds, apart from writing it (study/tracking/runs.py): its name for a
 human, the config fields it logs as params, the loop count b it trained at its last step, and
 its science curves as metrics MLflow can overlay across runs."""
 from __future__ import annotations

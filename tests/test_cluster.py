@@ -130,7 +130,7 @@ def test_submit_names_the_node_that_cannot_reach_a_store(cluster):
     path = cluster_study(cluster, "unreachable", steps=20, every=10)
     flags = storage_flags(cluster)
     flags[flags.index("--mlflow-uri") + 1] = "http://127.0.0.1:9"
-    done = cluster.commands("submit", str(path), *cluster.flags(), *flags)
+    done = cluster.cli("submit", str(path), *cluster.flags(), *flags)
     assert done.returncode == 2, done.stdout + done.stderr
     assert "not every node reaches the study's stores" in done.stderr
     for _, node in cluster.raylets().values():
@@ -147,25 +147,25 @@ def test_submitted_study_runs_on_both_nodes_stops_and_resumes(cluster):
     storage = {"storage_path": str(cluster.shared / "ray"), "optuna": f"journal://{cluster.shared}/optuna.log",
                "mlflow": cluster.mlflow_uri}
     path = cluster_study(cluster, "both", steps=400, every=50, storage=storage)
-    job = submitted(cluster.commands("submit", str(path), *cluster.flags()))       # storage from the file
+    job = submitted(cluster.cli("submit", str(path), *cluster.flags()))       # storage from the file
     nodes = {name: node for name, (_, node) in cluster.raylets().items()}
     log = cluster.follow(job)
     started = {m.group(1) for m in log.wait_for(RUNNING_ON, count=2)}     # one trial on each node
     assert started == {node[:12] for node in nodes.values()}, log.seen
-    stopped = cluster.commands("stop", job, "--address", cluster.address)
+    stopped = cluster.cli("stop", job, "--address", cluster.address)
     assert stopped.returncode == 0 and "stopping" in stopped.stdout, stopped.stdout + stopped.stderr
     logs = log.rest(timeout_s=300)
     assert READY in logs and "study interrupted" in logs, logs
     assert runs(cluster, "both")[1][0].data.tags["state"] == "interrupted"
 
     folder = cluster.shared / "ray" / "both"                                  # the study folder, shared
-    resumed = cluster.commands("resume", str(folder), *cluster.flags(), "--follow")
+    resumed = cluster.cli("resume", str(folder), *cluster.flags(), "--follow")
     again = submitted(resumed)
     assert f"job {again}: SUCCEEDED" in resumed.stdout, resumed.stdout + resumed.stderr
     children = assert_study_finished(cluster, "both", list(range(50, 401, 50)))
     assert {r.data.tags["nodes"].split(",")[0] for r in children} == set(nodes.values())
 
-    listed = cluster.commands("jobs", "--address", cluster.address).stdout.splitlines()
+    listed = cluster.cli("jobs", "--address", cluster.address).stdout.splitlines()
     assert [line.split()[:3] for line in listed if line.split()[0] in (job, again)] == \
         [[again, "SUCCEEDED", "both"], [job, "STOPPED", "both"]], listed
 
@@ -173,7 +173,7 @@ def test_submitted_study_runs_on_both_nodes_stops_and_resumes(cluster):
 @pytest.mark.cluster
 def test_killed_worker_raylet_retries_the_trial_from_its_checkpoint(cluster):
     path = cluster_study(cluster, "retry", steps=400, every=50)
-    job = submitted(cluster.commands("submit", str(path), *cluster.flags(), *storage_flags(cluster)))
+    job = submitted(cluster.cli("submit", str(path), *cluster.flags(), *storage_flags(cluster)))
     raylets = cluster.raylets()
     (worker_pid, worker), (_, head) = raylets["worker"], raylets["head"]
     log = cluster.follow(job)
@@ -181,7 +181,7 @@ def test_killed_worker_raylet_retries_the_trial_from_its_checkpoint(cluster):
     os.kill(worker_pid, 9)
 
     logs = log.rest(timeout_s=300)
-    status = cluster.commands("jobs", "--address", cluster.address).stdout
+    status = cluster.cli("jobs", "--address", cluster.address).stdout
     assert any(line.split()[:2] == [job, "SUCCEEDED"] for line in status.splitlines()), logs + status
 
     children = assert_study_finished(cluster, "retry", list(range(50, 401, 50)))

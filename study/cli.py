@@ -7,6 +7,7 @@ from pathlib import Path
 
 from study import quiet_environment, quiet_libraries
 from study.cluster.commands import add_cluster_commands, add_job_args
+from study.stop_signals import interrupted_exit_code
 from trainables.errors import ConfigError, UserError
 
 
@@ -85,7 +86,7 @@ def _finish_study(spec, result) -> None:
     print(format_status(spec))
     if not result.finished:
         print(f"study interrupted: resume it with `{loopstudy_command()} resume {spec.results_dir}`")
-        raise SystemExit(130)
+        raise SystemExit(interrupted_exit_code())
     print(f"finished: {result.wall_s:.0f} s wall; trials {result.trials_s:.0f} s / {result.concurrency} "
           f"concurrent = {result.trials_s / result.concurrency:.0f} s; overhead {result.overhead:.0%}")
     record = read_record(Stores.of(spec))
@@ -256,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
         args.func(args)
     except KeyboardInterrupt:
         print("loopstudy: interrupted", file=sys.stderr)
-        return 130
+        return interrupted_exit_code()
     except Exception as exc:
         error = user_error(exc)
         if error is None:

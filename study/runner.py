@@ -35,6 +35,7 @@ from .replicate_plan import PlannedTrials, make_plan, read_plan, write_plan
 from .replicate_rounds import run_rounds
 from .searcher import StudySearch, fail_running
 from .spec import StudySpec
+from .stop_signals import forward_sigterm
 from .storage import disk_checks, disk_guard
 from .storage.stores import Stores
 from .storage.study_lock import StudyLock
@@ -107,6 +108,7 @@ def _start_ray(stores: Stores) -> int:
                              "loopstudy CLI sets it; in Python call study.quiet_environment() first)")
         ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False,
                  log_to_driver=False, logging_level=logging.WARNING)
+    forward_sigterm()                   # after ray.init, which installs its own (study/stop_signals.py)
     return int(ray.cluster_resources().get("CPU", 1))
 
 

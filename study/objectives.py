@@ -24,6 +24,7 @@ ERR_AT_MULTIPLE = re.compile(r"eval/err_last_at_([1-9][0-9]*)b")
 TRAIN_METRICS = (*PLAIN_TRAIN_METRICS, "eval/err_last_at_<m>b", EXTRAPOLATION_RATIO, *STATE_CHANGES)
 # what the probe trainable reports once probing (its training reports TRAIN_METRICS first)
 PROBE_METRICS = ("probe/err_min", "probe/err_argmin", "probe/err_first_state", "probe/err_last_state",
+                 "probe/late_rise", "probe/late_rise_tail", "probe/argmin_depth",
                  "probe/control_err_min", "probe/selectivity")
 # what the stand-in `synthetic` trainable reports (tests and load benchmarks of the service)
 SYNTHETIC_METRICS = ("eval/err_last", "eval/err_mean", "train/loss")

@@ -186,3 +186,19 @@ def test_cli_probes_standard_and_looped_on_one_figure(trained, tmp_path, capsys)
     assert len(standard_summary["err"]) == 3 and standard_summary["target"] == "grad"
     printed = capsys.readouterr().out
     assert "standard L=2" in printed and "control" in printed
+
+
+@pytest.mark.parametrize("err, rise, tail, depth", [
+    ([1.0, 0.5, 0.2, 0.3, 0.4], 1.0, 0.75, 0.5),              # a rising tail: last 0.4 = 2x the minimum
+    ([1.0, 0.5, 0.2, 0.2, 0.2], 0.0, 0.0, 0.5),               # a flat tail after the minimum
+    ([1.0, 0.8, 0.6, 0.4, 0.2], 0.0, 0.5, 1.0),               # the minimum at the last state (tail 0.4, 0.2)
+    ([0.9, 0.6, 0.3, 0.35, 0.6, 0.45, 0.3, 0.6], 1.0, 0.5, 2 / 7),   # tail: the last 2 of 8; first minimum
+])
+def test_late_rise_of_hand_made_probe_curves(err, rise, tail, depth):
+    from trainables.probing import late_rise, scalars
+
+    got = scalars({"step": 10, "err": err})
+    assert got["probe/late_rise"] == pytest.approx(rise)
+    assert got["probe/late_rise_tail"] == pytest.approx(tail)
+    assert got["probe/argmin_depth"] == pytest.approx(depth)
+    assert late_rise(err) == {k: got[k] for k in ("probe/late_rise", "probe/late_rise_tail", "probe/argmin_depth")}

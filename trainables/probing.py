@@ -7,6 +7,7 @@ checkpoints/, summary.json and probe.png. Plain Python: progress goes to a `repo
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 
@@ -151,12 +152,25 @@ def eval_event(step: int, sets: tuple[str, ...], errors: torch.Tensor,
     return event
 
 
+def late_rise(err: list[float]) -> dict:
+    """The seed's question of one probe curve (README, Probing): does the error rise again after
+    its minimum? With m = min over states, k its state and S states:
+    probe/late_rise = (err[S-1] - m) / m (0 when the last state is the best),
+    probe/late_rise_tail = (mean of the last ceil(S/4) states - m) / m,
+    probe/argmin_depth = k / (S - 1) (0 the embedding, 1 the last layer or iteration)."""
+    best = min(range(len(err)), key=err.__getitem__)
+    low, tail = err[best], err[-math.ceil(len(err) / 4):]
+    relative = (lambda value: (value - low) / low) if low > 0 else (lambda value: 0.0)
+    return {"probe/late_rise": relative(err[-1]), "probe/late_rise_tail": relative(sum(tail) / len(tail)),
+            "probe/argmin_depth": best / (len(err) - 1) if len(err) > 1 else 1.0}
+
+
 def scalars(event: dict) -> dict:
     """Flat metrics of an evaluation event: "probe/err_min", "probe/err_last_state", ..."""
     err = event["err"]
     best = min(range(len(err)), key=err.__getitem__)
     out = {"step": event["step"], "probe/err_min": err[best], "probe/err_argmin": best,
-           "probe/err_first_state": err[0], "probe/err_last_state": err[-1]}
+           "probe/err_first_state": err[0], "probe/err_last_state": err[-1], **late_rise(err)}
     if "train_err" in event:
         out["probe/train_err_mean"] = sum(event["train_err"]) / len(err)
     if "control_err" in event:

@@ -165,7 +165,8 @@ def fixed_point(record: StudyRecord, param: str | None, path: Path, top: int = 5
 def objective_by_param(record: StudyRecord, ranges: dict[str, tuple], path: Path) -> dict:
     """One axis plot per searched scientific parameter: objective vs value, completed trials
     filled, pruned hollow and marked with the step they were stopped at (their value is not a
-    final one); a best value on the edge of the searched range is flagged, but only when at
+    final one), failed and diverged trials crossed at the top edge (their values, if any, would
+    only stretch the axis); a best value on the edge of the searched range is flagged, but only when at
     least EDGE_TRIALS completed trials varied the parameter over 3 or more values."""
     metric, mode = record.objectives[0]
     params = [p for p in ranges if p in SCIENTIFIC] or list(ranges)
@@ -185,7 +186,16 @@ def objective_by_param(record: StudyRecord, ranges: dict[str, tuple], path: Path
             for t in shown if state == "pruned" and len(shown) <= ANNOTATED else []:
                 ax.annotate(f"@{t.steps}", (t.sampled[param], t.value(metric)), fontsize=6, color="C1",
                             xytext=(3, 3), textcoords="offset points")
-        _scale_y(ax, [t.value(metric) for t in record.trials if param in t.sampled and t.value(metric)])
+        _scale_y(ax, [t.value(metric) for t in record.trials if t.state in ("completed", "pruned")
+                      and param in t.sampled and t.value(metric)])
+        ended = {}
+        for t in record.trials:
+            if t.state in ("failed", "diverged") and param in t.sampled:
+                ended.setdefault(t.state, []).append(t.sampled[param])
+        for state, xs in ended.items():   # at the top edge, not at a value that would set the axis
+            ax.scatter(xs, [0.97] * len(xs), marker="x", c="C3" if state == "diverged" else "C7",
+                       transform=ax.get_xaxis_transform(), clip_on=False,
+                       label=f"{state} ({len(xs)}): marked, no value")
         seen = sorted({t.sampled[param] for t in record.trials if param in t.sampled})
         if 0 < len(seen) <= 8:
             ax.set_xticks(seen)
@@ -194,11 +204,14 @@ def objective_by_param(record: StudyRecord, ranges: dict[str, tuple], path: Path
         judged = len(varied) >= EDGE_TRIALS and len({t.sampled[param] for t in varied}) >= 3
         on_edge = judged and best is not None and low != high and best.sampled.get(param) in (low, high)
         flags[param] = {"range": [low, high], "best": best.sampled.get(param) if best else None,
-                        "on_boundary": on_edge, "judged": judged, "completed_varying": len(varied)}
+                        "on_boundary": on_edge, "judged": judged, "completed_varying": len(varied),
+                        "marked": {state: len(xs) for state, xs in ended.items()}}
         title = long_label(param) + ("\nbest on the range's edge: widen it?" if on_edge else "")
         ax.set(xlabel=param, ylabel=metric, title=title)
         ax.legend(fontsize=7)
     _save(fig, path)
+    for ax, param in zip(axes[0], params):
+        flags[param]["y_limits"] = list(ax.get_ylim())
     return flags
 
 

@@ -29,6 +29,7 @@ QUESTION, BUDGET_SPENT = "question", "question_budget_spent"
 
 # a trial's state, the same in Optuna, MLflow and `status` (study/outcome.py classifies)
 COMPLETED, PRUNED, FAILED, RUNNING = "completed", "pruned", "failed", "running"
+DIVERGED = "diverged"     # its loss or error blew up (trainables/diverged.py); never ranked
 
 VERSIONED = ("torch", "ray", "optuna", "mlflow", "numpy")     # package versions a study records
 

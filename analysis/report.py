@@ -98,7 +98,8 @@ def write_report(record: StudyRecord, space_params: dict, study_file: str, out: 
         edge = [p for p, f in flags.items() if f["on_boundary"]]
         unjudged = [f"{p} ({f['completed_varying']} completed trials)" for p, f in flags.items() if not f["judged"]]
         lines += ["## Objective per searched parameter", "", "Pruned trials are marked with the step "
-                  "they stopped at: their value is not a final one.", "", "![](objective_by_param.png)", "",
+                  "they stopped at: their value is not a final one. Failed and diverged trials are crossed at "
+                  "the top edge, not drawn at a value.", "", "![](objective_by_param.png)", "",
                   (f"**The best value of {', '.join(edge)} lies on the edge of the searched range** (one "
                    "seed): the optimum may lie outside it." if edge else "No best value lies on the edge of "
                    "its searched range.") + (f" Not judged, too few trials varied them (at least "

@@ -28,10 +28,10 @@ import optuna
 from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
-from analysis.layout import CONFIG_HASH, REASON, config_hash
+from analysis.layout import CONFIG_HASH, REASON, STATE, config_hash
 from analysis.library_internals import OPTUNA_SEARCH_STUDY, OPTUNA_SEARCH_TRIALS
 
-from .outcome import COMPLETED, FAILED, OPTUNA_STATE, PRUNED, classify, objective_values
+from .outcome import COMPLETED, DIVERGED, FAILED, OPTUNA_STATE, PRUNED, classify, objective_values
 from .spec import SAMPLERS, resolved
 
 logger = logging.getLogger(__name__)
@@ -162,11 +162,14 @@ class StudySearch(OptunaSearch):
             values = [mean(v) for v in zip(*(e[2] for e in ended))]
             group_state = COMPLETED
         else:
-            group_state = FAILED if all(s == FAILED for s in states) else PRUNED
+            # one seed that blew up makes the config diverged: it is not ranked with the others
+            group_state = DIVERGED if DIVERGED in states else FAILED if all(s == FAILED for s in states) \
+                else PRUNED
             reason = next(e[1] for e in ended if e[0] != COMPLETED)
         ot_trial = self._optuna_trials[primary]
         try:
             ot_trial.set_user_attr(REASON, reason)
+            ot_trial.set_user_attr(STATE, group_state)
             self._optuna_study.tell(ot_trial, values if values is None or len(values) > 1 else values[0],
                                 state=OPTUNA_STATE[group_state])
         except (ValueError, RuntimeError) as exc:

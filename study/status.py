@@ -14,7 +14,7 @@ from analysis.layout import NUMBER, REASON, RUNNING, TUNE_ID, fmt, params_text, 
 from analysis.trials import NoRecord, StudyRecord, Trial, read_record
 
 from .design import Phase
-from .outcome import FROM_OPTUNA
+from .outcome import state_of
 from .spec import StudySpec
 from .storage.stores import Stores
 
@@ -38,7 +38,7 @@ def status_rows(spec: StudySpec, record: StudyRecord | None = None) -> list[list
         except KeyError:
             continue            # this phase never asked for a trial
         for trial in study.get_trials(deepcopy=False):
-            state = FROM_OPTUNA.get(trial.state, RUNNING)
+            state = state_of(trial)
             params = params_text({**phase.point, **trial.params})
             objective = ", ".join(fmt(v) for v in trial.values) if trial.values else "-"
             reason = trial.user_attrs.get(REASON, "")

@@ -16,7 +16,7 @@ import torch
 from . import run_folder
 from .config import Config, backprop_depth, loop_span
 from .depth import depth_of_step
-from .diverged import Diverged
+from .diverged import Diverged, exploded
 from .evaluation import Evaluator, eval_metrics
 from .flops import train_flops_per_step
 from .model import build_model
@@ -126,6 +126,11 @@ def train(config: Config, report: Report | None = None, *, out_dir: str | Path |
     bar = Progress(tr.train_steps, step, label=config.task.name) if progress else None
     gflop = train_flops_per_step(config) / 1e9
 
+    def ended(diverged: Diverged) -> Diverged:
+        if bar:
+            bar.close()
+        return diverged
+
     model.train()
     loss_sum = torch.zeros((), device=device)
     t_log, steps_logged, depth_sum, started = time.perf_counter(), 0, 0, time.perf_counter()
@@ -151,9 +156,7 @@ def train(config: Config, report: Report | None = None, *, out_dir: str | Path |
                        "compute/gflop_per_step": gflop}
             log.write(metrics)
             if not math.isfinite(metrics["train/loss"]):
-                if bar:
-                    bar.close()
-                raise Diverged(step, metrics["train/loss"])
+                raise ended(Diverged(step, metrics["train/loss"]))
             if bar:
                 bar.update(step, loss=metrics["train/loss"], b=iterations)
             loss_sum.zero_()
@@ -165,6 +168,8 @@ def train(config: Config, report: Report | None = None, *, out_dir: str | Path |
             t_eval = time.perf_counter()
             result = evaluator(model, autocast)
             log.write({"step": step, "event": "eval", **result})
+            if exploded(result["err_mean"]):     # a blow-up the loss (still finite) did not show
+                raise ended(Diverged(step, result["err_mean"], "eval/err_mean"))
             metrics = {**metrics, "step": step, **eval_metrics(result, config)}
             if report:
                 report(metrics, str(checkpoint) if checkpoint else None)

@@ -33,7 +33,7 @@ from analysis.layout import (B_TRAINED, CONFIG_HASH, FAILED, NUMBER, PARENT, POI
 from analysis.trials import search_all
 from trainables.probing import PROBE_FOLDER
 
-from ..outcome import FROM_OPTUNA, MLFLOW_STATUS
+from ..outcome import MLFLOW_STATUS, state_of
 from ..storage.stores import Stores
 from .delivery import Delivery, needs_mlflow
 from .trial_run import CURVES, logged_params, loops_trained, science_curves, trial_config, trial_name
@@ -271,7 +271,7 @@ class Tracker(Delivery):
         for run in self.children(point=point):
             frozen = trials.get(int(run.data.tags[NUMBER]))
             if run.info.status == "RUNNING":
-                state = FROM_OPTUNA.get(frozen.state, FAILED) if frozen else FAILED
+                state = state_of(frozen, FAILED) if frozen else FAILED
                 reason = frozen.user_attrs.get(REASON, "lost") if frozen else "no Optuna trial"
                 self.end_child(run.info.run_id, state, reason)
             on_front = frozen is not None and frozen.number in front

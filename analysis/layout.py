@@ -15,6 +15,7 @@ PARENT, TRIAL, REPLICATE = "parent", "trial", "replicate"          # values of R
 STATE, REASON = "state", "state_reason"   # REASON is also the Optuna user attribute
 STEPS, SAMPLED, CONFIG_HASH = "steps", "sampled", "config_hash"
 B_TRAINED = "b_trained"        # the loop count b a looped run trained at its last step
+GPU_IDS = "gpu_ids"            # the GPUs Ray gave a trial ("0", "0,1"), as its reports carry them
 POINT = "scientific_point"     # the scientific values a run trains, as a label ("s=1"): study/design.py
 # parent-run tags: the scientific parameters and values (JSON), the points' labels in order, the
 # confounds found at the start (JSON lists)
@@ -30,6 +31,7 @@ QUESTION, BUDGET_SPENT = "question", "question_budget_spent"
 # a trial's state, the same in Optuna, MLflow and `status` (study/outcome.py classifies)
 COMPLETED, PRUNED, FAILED, RUNNING = "completed", "pruned", "failed", "running"
 DIVERGED = "diverged"     # its loss or error blew up (trainables/diverged.py); never ranked
+INTERRUPTED = "interrupted"   # shown for a running trial once no driver holds its study (`status`)
 
 VERSIONED = ("torch", "ray", "optuna", "mlflow", "numpy")     # package versions a study records
 

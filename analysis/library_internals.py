@@ -19,7 +19,17 @@ OPTUNA_SEARCH_STUDY, OPTUNA_SEARCH_TRIALS = "_ot_study", "_ot_trials"
 # the function Tune installs for SIGINT and SIGUSR1 while fit() runs (ray/tune/tune.py); called
 # with SIGUSR1 it ends the loop the way Ctrl-C does, after saving the experiment state
 TUNE_INTERRUPT_HANDLER = "signal_interrupt_tune_run"
+# the variable that keeps fit() from installing that handler for SIGINT (SIGUSR1 still gets it);
+# study/stop_signals.py sets it and calls the SIGUSR1 handler from its own
+TUNE_DISABLE_SIGINT = "TUNE_DISABLE_SIGINT_HANDLER"
 TUNE_LOGGER = "ray.tune.tune"          # the logger of that handler's "Stop signal received" line
+# the starts of the lines that logger writes when fit() was interrupted: Tune's own advice
+# ("Resume experiment with: Tuner.restore(...)", the list of incomplete trials); the driver
+# prints `loopstudy resume` instead
+TUNE_INTERRUPT_LINES = ("Stop signal received", "Experiment has been interrupted", "Trials did not complete")
+# a Tune Trial's local path of its error text, written before on_trial_error is called
+# (Trial.get_error reads the storage copy, synced later)
+TRIAL_ERROR_FILE = "error_file"
 # the experiment folder's saved state: the newest file of each pattern is what a restore reads
 TUNER_FILE = "tuner.pkl"
 TUNE_EXPERIMENT_STATE = "experiment_state-*.json"     # written once trials are known: a restore needs it
@@ -70,9 +80,16 @@ INTERNALS = (
              "study/searcher.py"),
     Internal("TUNE_INTERRUPT_HANDLER", "ray",
              "fit() installs signal_interrupt_tune_run for SIGINT/SIGUSR1; calling it stops the loop after a save",
-             "study/storage/disk_guard.py"),
+             "study/storage/disk_guard.py, study/stop_signals.py"),
+    Internal("TUNE_DISABLE_SIGINT", "ray", "fit() skips its SIGINT handler when TUNE_DISABLE_SIGINT_HANDLER is "
+             "1 and installs the SIGUSR1 one regardless", "study/stop_signals.py"),
     Internal("TUNE_LOGGER", "ray", "the stop handler logs through the logger 'ray.tune.tune'",
-             "study/storage/disk_guard.py"),
+             "study/__init__.py"),
+    Internal("TUNE_INTERRUPT_LINES", "ray", "an interrupted fit() logs lines starting 'Stop signal received', "
+             "'Experiment has been interrupted' and 'Trials did not complete' through 'ray.tune.tune'",
+             "study/__init__.py"),
+    Internal("TRIAL_ERROR_FILE", "ray", "Trial.error_file is the local error.txt that handle_error writes "
+             "before the controller calls on_trial_error", "study/tracking/delivery.py"),
     Internal("TUNE_STATE", "ray",
              "an experiment folder holds tuner.pkl, experiment_state-*.json, search_gen_state-*.json and "
              "searcher-state-*.pkl, which a restore reads", "study/runner.py, study/storage/disk_checks.py"),

@@ -11,7 +11,8 @@ import importlib.abc
 import importlib.util
 import sys
 
-from analysis.library_internals import MLFLOW_NEW_DATABASE_LOGGER, OPTUNA_EXPERIMENTAL, OPTUNA_NEW_STUDY_LOGGERS
+from analysis.library_internals import (MLFLOW_NEW_DATABASE_LOGGER, OPTUNA_EXPERIMENTAL, OPTUNA_NEW_STUDY_LOGGERS,
+                                        TUNE_INTERRUPT_LINES, TUNE_LOGGER)
 
 # the environment of every driver the service runs or submits: nothing waits on an unreachable host
 QUIET_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1",
@@ -63,6 +64,10 @@ def quiet_environment(local_ray: bool = True) -> None:
         os.environ.setdefault(key, value)
 
 
+def _not_tune_advice(record) -> bool:
+    return not str(record.msg).startswith(TUNE_INTERRUPT_LINES)
+
+
 def quiet_libraries() -> None:
     """Silence the library lines a study's terminal does not need (QUIET_LOGGERS, Optuna's
     experimental notices); every other warning still shows."""
@@ -71,6 +76,10 @@ def quiet_libraries() -> None:
 
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+    # an interrupted fit(): the driver says how to resume (`loopstudy resume`), not Tune
+    tune_log = logging.getLogger(TUNE_LOGGER)
+    if _not_tune_advice not in tune_log.filters:
+        tune_log.addFilter(_not_tune_advice)
     # Optuna's notice on each experimental class we use (BruteForceSampler): about our code, not the study
     warnings.filterwarnings("ignore", message=OPTUNA_EXPERIMENTAL)
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from pathlib import Path
 
@@ -90,6 +91,12 @@ def _finish_study(spec, result) -> None:
     print(f"finished: {result.wall_s:.0f} s wall; trials {result.trials_s:.0f} s / {result.concurrency} "
           f"concurrent = {result.trials_s / result.concurrency:.0f} s; overhead {result.overhead:.0%}")
     record = read_record(Stores.of(spec))
+    if not record.ranked():
+        print(f"report: {report(spec, record=record)}")
+        counts = ", ".join(f"{n} {state}" for state, n in record.by_state().items())
+        print(f"loopstudy: no trial of study '{spec.name}' completed ({counts}): nothing to rank, replicate "
+              f"or export; the reasons are in `{loopstudy_command()} status {spec.results_dir}`", file=sys.stderr)
+        raise SystemExit(1)
     print(best_summary(spec, record))
     print(f"report: {report(spec, record=record)}")
 
@@ -100,23 +107,38 @@ def cmd_run(args) -> None:
     spec = read_study_file(args.study)         # refused before Ray is even imported
     if args.results:
         spec.results_dir = Path(args.results).resolve()
-    from study.runner import run_study
-
-    _finish_study(spec, run_study(spec))
+    _drive(spec, num_gpus=args.num_gpus)
 
 
 def cmd_resume(args) -> None:
     from study.spec import find_study
 
     spec = find_study(args.name, args.results_root)      # a missing study is said before Ray is imported
-    from study.runner import run_study
-
     if args.address:
         from study.cluster.commands import submit_study
 
+        if args.num_gpus is not None:
+            raise ConfigError("--num-gpus declares GPUs to a local Ray, not to the cluster at --address "
+                             "(its nodes declare their own: `ray start --num-gpus`)")
+
         submit_study(spec, args, resume=True)
         return
-    _finish_study(spec, run_study(spec, resume=True))
+    _drive(spec, resume=True, num_gpus=args.num_gpus)
+
+
+def _drive(spec, resume: bool = False, num_gpus: int | None = None) -> None:
+    """Run or resume `spec` in this process, then `_finish_study`; a second interrupt (which
+    cuts Tune's save short) still ends with the resume command and the signal's exit code."""
+    from study.runner import run_study
+    from study.status import loopstudy_command
+
+    try:
+        result = run_study(spec, resume=resume, num_gpus=num_gpus)
+    except KeyboardInterrupt:
+        print(f"study stopped at once: resume it with `{loopstudy_command()} resume {spec.results_dir}`",
+              file=sys.stderr)
+        raise SystemExit(interrupted_exit_code())
+    _finish_study(spec, result)
 
 
 def cmd_status(args) -> None:
@@ -183,13 +205,32 @@ def port(text: str) -> int:
     return int(text)
 
 
+def whole_number(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return int(text)
+
+
+def _num_gpus_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--num-gpus", type=whole_number, metavar="N",
+                   help="GPUs the local Ray declares (default: the ones it detects); not with a cluster")
+
+
 def _study_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", help="study name (under --results-root) or its results folder")
     p.add_argument("--results-root", default="results", help="where studies live (default: results)")
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse's, with the arguments it quotes in its usage errors made printable (its
+    sub-commands' parsers are of this class too)."""
+
+    def error(self, message: str):
+        super().error(printable(message))
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="loopstudy", description=__doc__)
+    parser = Parser(prog="loopstudy", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train one model (a preset name or a YAML config)")
@@ -218,6 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run a study file (Ray Tune + Optuna + ASHA, tracked in MLflow)")
     p.add_argument("study", help="study YAML, e.g. study/studies/dilation_cpu.yaml")
     p.add_argument("--results", help="results folder (default: ./results/<study name>)")
+    _num_gpus_arg(p)
     p.set_defaults(func=cmd_run)
 
     for name, func, text in (("resume", cmd_resume, "continue an interrupted or crashed study"),
@@ -229,6 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
     p.add_argument("--optuna", action="store_true", help="serve optuna-dashboard on the Optuna storage")
     p.add_argument("--port", type=port, default=5000, help="port on 127.0.0.1 (default 5000)")
+    _num_gpus_arg(sub.choices["resume"])
     add_job_args(sub.choices["resume"])          # resume --address URL: as a job on that cluster
     add_cluster_commands(sub)
 
@@ -262,17 +305,27 @@ def main(argv: list[str] | None = None) -> int:
         error = user_error(exc)
         if error is None:
             raise                               # a bug: its traceback is the report
-        print(f"loopstudy: error: {error}", file=sys.stderr)
+        print(f"loopstudy: error: {printable(str(error))}", file=sys.stderr)
         return error.EXIT_CODE
     return 0
 
 
+def printable(message: str) -> str:
+    """`message` with what a terminal would not show as written (a control character or a line
+    separator inside a name the user gave) escaped as Python writes it; its own line breaks kept."""
+    return "\n".join("".join(c if c.isprintable() else ascii(c)[1:-1] for c in line)
+                     for line in message.split("\n"))
+
+
 def user_error(exc: Exception) -> UserError | None:
     """What the user is told of `exc`, with its exit code (trainables/errors.py): itself when it
-    is a UserError; an Unavailable when MLflow's tracking server does not answer (status, report,
-    ...); None for anything else."""
+    is a UserError; a ConfigError for a path that cannot name a file at all (too long, a loop of
+    links: it came from the command line); an Unavailable when MLflow's tracking server does not
+    answer (status, report, ...); None for anything else."""
     if isinstance(exc, UserError):
         return exc
+    if isinstance(exc, OSError) and exc.errno in (errno.ENAMETOOLONG, errno.ELOOP) and exc.filename:
+        return ConfigError(f"{exc.filename}: {exc.strerror}: not a usable path")
     from study.tracking.delivery import TrackingUnavailable, is_outage, why
 
     if is_outage(exc):

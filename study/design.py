@@ -31,6 +31,12 @@ class Phase:
     label: str                      # "s=1", "T=4 b=16"; "" without scientific parameters
     point: dict                     # the scientific values, dotted keys
     train_steps: int | None = None  # compared at equal compute: this point's training steps
+    index: int = 0                  # its place among the compared values (1, 2, ...); 0 without
+
+    def trial_fields(self) -> dict:
+        """What each of its trials carries in Tune's config: the point's label, and its place,
+        which names the trials (`v2.t000`: trial numbers restart in each point's Optuna study)."""
+        return {"scientific": self.label, "value": self.index} if self.label else {}
 
     @property
     def fixed(self) -> dict:
@@ -52,7 +58,8 @@ def phases(scientific: dict[str, list], train_steps: dict[str, int] | None = Non
     keys = list(scientific)
     labelled = [(params_text(dict(zip(keys, values))), dict(zip(keys, values)))
                 for values in itertools.product(*(scientific[k] for k in keys))]
-    return [Phase(label, point, (train_steps or {}).get(label)) for label, point in labelled]
+    return [Phase(label, point, (train_steps or {}).get(label), index)
+            for index, (label, point) in enumerate(labelled, 1)]
 
 
 def point_configs(scientific: dict[str, list], base: str, overrides: dict) -> dict[str, Config]:

@@ -12,7 +12,7 @@ import time
 
 from ray.tune import Callback
 
-from analysis.layout import fmt, table
+from analysis.layout import INTERRUPTED, fmt, table
 
 from .outcome import classify
 from .tracking.trial_run import trial_name
@@ -30,11 +30,17 @@ class ProgressCallback(Callback):
         self._names: dict[str, str] = {}
         self._nodes: dict[str, str] = {}        # Tune trial id -> the node its last result came from
         self._ended: dict[str, None] = {}       # Tune trial ids in the order they ended
+        self._ran: set[str] = set()             # Tune trial ids seen running in this driver
+        self._interrupted: set[str] = set()     # those an interrupt stopped (at the experiment's end)
         self._last = self._lines = 0
         self._started = time.monotonic()
 
     def __getstate__(self):
-        return {**self.__dict__, "_names": {}, "_nodes": {}, "_ended": {}, "_lines": 0}
+        return {**self.__dict__, "_names": {}, "_nodes": {}, "_ended": {}, "_ran": set(), "_interrupted": set(),
+                "_lines": 0}
+
+    def __setstate__(self, state: dict) -> None:     # a tuner.pkl older than _ran and _interrupted
+        self.__dict__.update({"_ran": set(), "_interrupted": set(), **state})
 
     def _name(self, trial) -> str:
         if trial.trial_id not in self._names:
@@ -42,6 +48,8 @@ class ProgressCallback(Callback):
         return self._names[trial.trial_id]
 
     def _state(self, trial) -> str:
+        if trial.trial_id in self._interrupted:
+            return INTERRUPTED
         if trial.status == "TERMINATED":
             return classify(trial.last_result or {}, False, self.max_steps)[0]
         return STATE.get(trial.status, trial.status.lower())
@@ -109,7 +117,12 @@ class ProgressCallback(Callback):
         self._event(trials, trial, "failed: the trial raised an error (see `loopstudy status`)")
 
     def on_step_end(self, iteration, trials, **info):
+        self._ran |= {t.trial_id for t in trials if t.status == "RUNNING"}
         self._show(trials)
 
     def on_experiment_end(self, trials, **info):
+        # Tune stops the trials still running without a completion (fit() was interrupted):
+        # they end TERMINATED short of their steps, which would read as pruned
+        self._interrupted = {t.trial_id for t in trials if t.status == "TERMINATED"
+                             and t.trial_id in self._ran and t.trial_id not in self._ended}
         self._show(trials, force=True)

@@ -61,7 +61,7 @@ def make_plan(spec, stores: Stores, seeds: int | None = None) -> list[dict]:
     for phase, number, sampled, config in chosen:
         params = {k: v for k, v in sampled.items() if k != BASE}
         template = {"config": config, "params": {**fixed, **params}, "sampled": {**phase.point, **sampled},
-                    "trial": number, **({"scientific": phase.label} if phase.label else {})}
+                    "trial": number, **phase.trial_fields()}
         plan += [reseeded(template, first + i, i) for i in range(spec.replicates.seeds if seeds is None else seeds)]
     return plan
 

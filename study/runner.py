@@ -27,15 +27,15 @@ from analysis.library_internals import TUNER_FILE
 from trainables.config import first_difference, from_dict
 from trainables.run_folder import KEEP_CHECKPOINTS
 
-from . import quiet_environment
-from .cluster.nodes import READY, alive_nodes, check_nodes
+from . import quiet_environment, quiet_libraries
+from .cluster.nodes import READY, alive_nodes, check_nodes, check_trial_fits
 from .design import Phase
 from .errors import StudyError
 from .replicate_plan import PlannedTrials, make_plan, read_plan, write_plan
 from .replicate_rounds import run_rounds
 from .searcher import StudySearch, fail_running
 from .spec import StudySpec
-from .stop_signals import forward_sigterm
+from .stop_signals import fitting, stop_handlers, stop_requested
 from .storage import disk_checks, disk_guard
 from .storage.stores import Stores
 from .storage.study_lock import StudyLock
@@ -48,8 +48,8 @@ class StudyResult:
     finished: bool
     states: dict[str, int] = field(default_factory=dict)     # Optuna state name -> count
     replicates: dict[str, int] = field(default_factory=dict) # replicate run state -> count
-    wall_s: float = 0.0          # Tuner.fit()
-    trials_s: float = 0.0        # the trials' own time (Tune's time_total_s), summed
+    wall_s: float = 0.0          # Tuner.fit(), this driver's
+    trials_s: float = 0.0        # the trials' own time in this driver (Tune's time_total_s), summed
     concurrency: int = 1
 
     @property
@@ -81,9 +81,10 @@ def _check_base_configs(spec: StudySpec, stores: Stores) -> None:
                              "new study")
 
 
-def _start_ray(stores: Stores) -> int:
+def _start_ray(stores: Stores, num_gpus: int | None = None) -> dict[str, float]:
     """Join the cluster in RAY_ADDRESS, checking that every node reaches the stores, or start a
-    local Ray on loopback. Returns the CPUs Ray has.
+    local Ray on loopback (with `num_gpus` GPUs declared; None: the ones Ray detects). Returns
+    the CPUs and GPUs Ray has ({"CPU": 2.0, "GPU": 1.0}).
 
     Where a local Ray listens follows its node IP alone: 127.0.0.1 makes every process (GCS,
     raylet, agents, workers, this driver) bind loopback; any other address makes them bind all
@@ -95,6 +96,9 @@ def _start_ray(stores: Stores) -> int:
     import ray
 
     if not ray.is_initialized() and os.environ.get("RAY_ADDRESS"):
+        if num_gpus is not None:
+            raise StudyError("--num-gpus declares GPUs to a local Ray; a cluster's nodes declare their own "
+                             "(`ray start --num-gpus`)")
         ray.init(address="auto", log_to_driver=False, logging_level=logging.WARNING)
         errors = stores.storage.cluster_errors() if len(alive_nodes()) > 1 else []
         if errors:
@@ -106,10 +110,9 @@ def _start_ray(stores: Stores) -> int:
             raise StudyError(f"{stores.name}: a local Ray would listen on {node_ip}, not only on 127.0.0.1: "
                              "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER must be 0 before Ray is imported (the "
                              "loopstudy CLI sets it; in Python call study.quiet_environment() first)")
-        ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False,
+        ray.init(address="local", num_cpus=os.cpu_count(), num_gpus=num_gpus, include_dashboard=False,
                  log_to_driver=False, logging_level=logging.WARNING)
-    forward_sigterm()                   # after ray.init, which installs its own (study/stop_signals.py)
-    return int(ray.cluster_resources().get("CPU", 1))
+    return {key: ray.cluster_resources().get(key, 0.0) for key in ("CPU", "GPU")}
 
 
 def _adapter(spec: StudySpec):
@@ -135,9 +138,15 @@ def _tuner(spec: StudySpec, stores: Stores, tracker: Tracker, resume: bool, phas
                                     {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
     param_space = {"run_root": str(experiment), "repeats": spec.seeds_per_config,
                    "phase": TRIAL if plan is None else REPLICATE,
-                   **({"scientific": phase.label} if plan is None and phase.label else {})}
+                   **(phase.trial_fields() if plan is None else {})}
     if resume:
-        return tune.Tuner.restore(str(experiment), trainable, resume_errored=True, param_space=param_space)
+        try:
+            return tune.Tuner.restore(str(experiment), trainable, resume_errored=True, param_space=param_space)
+        except ValueError as exc:       # Tune wants the keys it started with: a folder from before "value"
+            if "value" not in param_space or "param_space" not in str(exc):
+                raise
+            return tune.Tuner.restore(str(experiment), trainable, resume_errored=True,
+                                      param_space={k: v for k, v in param_space.items() if k != "value"})
     scheduler, time_limit = FIFOScheduler(), None
     # a trial's last step: its phase's (compared at equal compute, each value trains its own
     # steps); the replicate phase, without early stopping, counts a trial complete from the fewest
@@ -175,8 +184,14 @@ def _fit(spec: StudySpec, stores: Stores, tracker: Tracker, resume: bool, phase:
 
     A phase is finished when every trial it should run has a closed MLflow run (or the study's
     time limit, which applies to each search phase, ended it)."""
+    if stop_requested():            # a signal between two fits: this one does not start
+        return False, 0.0, 0.0
     started = time.monotonic()
-    grid = _tuner(spec, stores, tracker, resume, phase, plan, experiment).fit()
+    tuner = _tuner(spec, stores, tracker, resume, phase, plan, experiment)
+    # the trials' time before this driver (a restored trial's clock goes on from its checkpoint)
+    before = sum(r.metrics.get("time_total_s", 0) for r in tuner.get_results()) if resume else 0.0
+    with fitting():
+        grid = tuner.fit()
     wall = time.monotonic() - started
     runs = tracker.children(TRIAL, phase.label) if plan is None else tracker.children(REPLICATE)
     open_runs = {r.data.tags[TUNE_ID] for r in runs if r.info.status == RUNNING.upper()}
@@ -190,7 +205,7 @@ def _fit(spec: StudySpec, stores: Stores, tracker: Tracker, resume: bool, phase:
                      lambda t: f"stopped early by the study's time limit at step "
                                f"{max(t.intermediate_values, default=0)} of {spec.phase_max_steps(phase)}", TrialState.PRUNED)
     finished = time_up or not unfinished and len(ids) >= total
-    return finished, wall, sum(r.metrics.get("time_total_s", 0) for r in grid)
+    return finished, wall, sum(r.metrics.get("time_total_s", 0) for r in grid) - before
 
 
 PHASES_DONE = "phases_done.yaml"    # the search phases (scientific points) that have finished
@@ -221,10 +236,12 @@ def _search(spec: StudySpec, stores: Stores, tracker: Tracker, result: StudyResu
     return True
 
 
-def run_study(spec: StudySpec, resume: bool = False) -> StudyResult:
+def run_study(spec: StudySpec, resume: bool = False, num_gpus: int | None = None) -> StudyResult:
     """Run `spec` (or resume it after an interruption or a crash): the search, then the
-    replicate phase when the study asks for one. Returns whether both finished."""
+    replicate phase when the study asks for one. Returns whether both finished. `num_gpus`:
+    the GPUs a local Ray declares (None: the ones it detects)."""
     quiet_environment()
+    quiet_libraries()
     stores = Stores.of(spec)
     started_before = any((stores.experiment_of(p.experiment_name(spec.name)) / TUNER_FILE).is_file()
                          for p in spec.phases)
@@ -242,19 +259,21 @@ def run_study(spec: StudySpec, resume: bool = False) -> StudyResult:
     rounds = sorted(stores.ray.glob(f"{spec.name}-replicates-r*"))     # a question's (study/replicate_rounds.py)
     created = disk_checks.check_locations(stores, resume, experiments + [stores.replicate_experiment] + rounds)
     try:
-        cpus = _start_ray(stores)
+        resources = _start_ray(stores, num_gpus)
+        check_trial_fits(spec.resources.cpu, spec.resources.gpu)
     except StudyError:              # e.g. a cluster node that cannot reach a store: nothing started
         disk_checks.remove_created(created)
         raise
     from .status import loopstudy_command
 
     resume_command = f"{loopstudy_command()} resume {stores.root}"
-    with StudyLock(stores.root, spec.name), \
+    # stop_handlers after ray.init, which installs its own for SIGTERM
+    with stop_handlers(), StudyLock(stores.root, spec.name), \
             disk_guard.guarded(stores, spec.budget.max_concurrent, resume_command):
-        return _run_locked(spec, stores, cpus)      # one driver per study; released however it ends
+        return _run_locked(spec, stores, resources)      # one driver per study; released however it ends
 
 
-def _run_locked(spec: StudySpec, stores: Stores, cpus: int) -> StudyResult:
+def _run_locked(spec: StudySpec, stores: Stores, resources: dict[str, float]) -> StudyResult:
     stores.root.mkdir(parents=True, exist_ok=True)
     if not (stores.root / BASE_CONFIGS).is_file():
         _write_base_configs(spec, stores)
@@ -264,7 +283,18 @@ def _run_locked(spec: StudySpec, stores: Stores, cpus: int) -> StudyResult:
     tracker.tag_parent({SCIENTIFIC_VALUES: json.dumps(spec.scientific), CONFOUNDS: json.dumps(spec.confounds),
                         POINTS: json.dumps([p.label for p in spec.phases if p.label]),
                         COMPARE_AT: spec.compare_at, COMPUTE: json.dumps(spec.compute)})
-    result = StudyResult(True, concurrency=min(spec.budget.max_concurrent, int(cpus // spec.resources.cpu) or 1))
+    try:
+        return _run_phases(spec, stores, tracker, resources)
+    except KeyboardInterrupt:       # a second signal forced the stop: the parent run still says so
+        tracker.end_parent("interrupted", {})
+        raise
+
+
+def _run_phases(spec: StudySpec, stores: Stores, tracker: Tracker, resources: dict[str, float]) -> StudyResult:
+    # how many trials Ray can run at once: the study's cap, the CPUs and the GPUs it has
+    slots = [resources["CPU"] // spec.resources.cpu] + ([resources["GPU"] // spec.resources.gpu]
+                                                         if spec.resources.gpu else [])
+    result = StudyResult(True, concurrency=int(min(spec.budget.max_concurrent, *slots)) or 1)
     for line in spec.confounds:
         print(f"confound: {line} (besides the compared values; their comparison is not fair)", flush=True)
     for line in spec.compute:
@@ -291,7 +321,11 @@ def _run_locked(spec: StudySpec, stores: Stores, cpus: int) -> StudyResult:
             spec, stores, tracker, resume, None, plan, experiment))
         result.wall_s, result.trials_s = result.wall_s + wall, result.trials_s + trials_s
     for phase in spec.phases:
-        for t in stores.optuna_study(phase.study_name(spec.name)).get_trials(deepcopy=False):
+        try:
+            trials = stores.optuna_study(phase.study_name(spec.name)).get_trials(deepcopy=False)
+        except KeyError:        # interrupted before this phase asked for its first trial
+            trials = []
+        for t in trials:
             result.states[t.state.name] = result.states.get(t.state.name, 0) + 1
     for run in tracker.children(REPLICATE):
         state = run.data.tags.get(STATE, RUNNING)

@@ -10,21 +10,23 @@ import optuna
 
 from analysis import verdict
 from analysis.sequential_answer import answer_lines
-from analysis.layout import NUMBER, REASON, RUNNING, TUNE_ID, fmt, params_text, table
+from analysis.layout import INTERRUPTED, NUMBER, REASON, RUNNING, TUNE_ID, fmt, params_text, table
 from analysis.trials import NoRecord, StudyRecord, Trial, read_record
 
 from .design import Phase
 from .outcome import state_of
 from .spec import StudySpec
 from .storage.stores import Stores
+from .storage.study_lock import StudyLock
 
 HEADER = ["trial", "state", "params", "objective", "steps", "reason"]
 
 
-def status_rows(spec: StudySpec, record: StudyRecord | None = None) -> list[list[str]]:
+def status_rows(spec: StudySpec, record: StudyRecord | None = None, unfinished: str = RUNNING) -> list[list[str]]:
     """Each search phase's Optuna trials (one phase per scientific point) joined with their
     runs, then the replicates: one read of MLflow (`record`, read here when not given) and one
-    Optuna storage."""
+    Optuna storage. A trial without an end is shown `unfinished` ("interrupted" once no driver
+    holds the study)."""
     stores = Stores.of(spec)
     record = record or _record(stores)
     runs: dict[tuple[str, int], list[Trial]] = {}
@@ -38,18 +40,21 @@ def status_rows(spec: StudySpec, record: StudyRecord | None = None) -> list[list
         except KeyError:
             continue            # this phase never asked for a trial
         for trial in study.get_trials(deepcopy=False):
-            state = state_of(trial)
+            state = state_of(trial, unfinished)
             params = params_text({**phase.point, **trial.params})
             objective = ", ".join(fmt(v) for v in trial.values) if trial.values else "-"
             reason = trial.user_attrs.get(REASON, "")
             found = sorted(runs.get((phase.label, trial.number), []), key=lambda r: r.name)
             for run in found or [None]:
                 name = run.name if run else f"t{trial.number:03d} {phase.label} (no run)".rstrip()
-                rows.append([name, state, params, objective, str(run.steps) if run else "-", reason])
+                # the run's reason names an error (the last line of its traceback), Optuna's only that it raised
+                rows.append([name, state, params, objective, str(run.steps) if run else "-",
+                             (run.reason if run else "") or reason])
     metric = spec.metrics[0]
     for run in sorted(record.replicates if record else [], key=lambda r: r.name):
         value = run.value(metric)
-        rows.append([run.name, f"replicate {run.state}", params_text(run.sampled),
+        state = unfinished if run.state == RUNNING else run.state
+        rows.append([run.name, f"replicate {state}", params_text(run.sampled),
                      fmt(value) if value is not None else "-", str(run.steps), run.reason])
     return rows
 
@@ -65,14 +70,27 @@ def _record(stores: Stores) -> StudyRecord | None:
 def format_status(spec: StudySpec, record: StudyRecord | None = None) -> str:
     """The trials' table; a study with a question ends with its sequential answer so far."""
     record = record or _record(Stores.of(spec))
-    rows = status_rows(spec, record)
+    holder = StudyLock(spec.results_dir, spec.name).holder()
+    rows = status_rows(spec, record, RUNNING if holder else INTERRUPTED)
     if not rows:
         return f"study '{spec.name}': no trials yet"
     counts: dict[str, int] = {}
     for row in rows:
         counts[row[1]] = counts.get(row[1], 0) + 1
     head = f"study '{spec.name}' ({spec.results_dir}): " + ", ".join(f"{v} {k}" for k, v in counts.items())
-    return "\n".join([head, table(rows, HEADER), *(answer_lines(record) if record else [])])
+    return "\n".join([head, table(rows, HEADER), *_driver_lines(spec, holder, counts),
+                      *(answer_lines(record) if record else [])])
+
+
+def _driver_lines(spec: StudySpec, holder: str | None, counts: dict[str, int]) -> list[str]:
+    """Who drives the study; one whose driver stopped mid-trial says what continues it."""
+    if holder:
+        return [f"driven by {holder}"]
+    stopped = sum(n for state, n in counts.items() if state.endswith(INTERRUPTED))
+    if not stopped:
+        return []
+    return [f"no driver holds this study's lock: its {stopped} interrupted trials stopped with their "
+            f"driver; continue them with `{loopstudy_command()} resume {spec.results_dir}`"]
 
 
 def best_summary(spec: StudySpec, record=None) -> str:

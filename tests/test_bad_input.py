@@ -6,6 +6,7 @@ Damaged run folders (checkpoints, metrics): tests/test_damaged_run_folders.py.""
 import copy
 import datetime
 import math
+import os
 import re
 import shutil
 import subprocess
@@ -410,3 +411,37 @@ def test_cli_arguments_out_of_range_are_refused_before_anything_runs(capsys):
             from study.cli import main
             main(argv)
         assert exited.value.code == 2 and f"argument {field}: expected" in capsys.readouterr().err
+
+
+VERBS = ["run", "resume", "status", "sync", "ui", "report", "export", "train", "probe"]
+OPTIONS = ["--top", "--port", "--format", "--scale", "--out", "--results", "--results-root", "--num-gpus",
+           "--set", "--target", "--threads", "--resume", "--optuna", "--control", "--address", "-h"]
+cli_words = st.one_of(st.sampled_from(OPTIONS), st.sampled_from(YAML_SPECIAL), st.text(max_size=8),
+                      st.integers(-5, 70000).map(str), st.sampled_from([".", "..", "/", "results"]))
+
+
+@settings(max_examples=200, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(verb=st.sampled_from(VERBS), words=st.lists(cli_words, max_size=5))
+def test_any_command_line_ends_in_help_or_one_error_line_and_writes_nothing(tmp_path, capsys, verb, words):
+    from study.cli import main
+
+    before = sorted(tmp_path.rglob("*"))
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        code = main([verb, *words])
+    except SystemExit as exited:        # argparse's own errors and --help
+        code = exited.code
+    finally:
+        os.chdir(cwd)
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err, (verb, words, err)
+    if code == 0:
+        assert "-h" in words or any(w.startswith("--h") for w in words), (verb, words, out)   # help only
+        assert out.startswith("usage: loopstudy ")
+    else:
+        assert code == 2, (verb, words, code, err)
+        assert re.match(r"loopstudy( [a-z]+)?: error: ", err.splitlines()[-1]), (verb, words, err)
+        assert all(line.isprintable() for line in err.split("\n")), (verb, words, err)
+    assert sorted(tmp_path.rglob("*")) == before, (verb, words)

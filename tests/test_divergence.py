@@ -160,3 +160,16 @@ def test_diverging_trials_end_diverged_and_are_never_replicated_or_exported(tmp_
     rows = [line for line in status.stdout.splitlines() if line.split()[:1] and ended.get(line.split()[0]) == "diverged"]
     assert len(rows) == 2 and all(" diverged " in row for row in rows)
     assert {any(reason in row for row in rows) for reason in reasons.values()} == {True}
+
+
+@pytest.mark.service
+def test_a_study_whose_every_trial_diverged_exits_1_with_its_report(tmp_path):
+    name = "all_diverged"
+    path = write_study(tmp_path, name, scheduler=None, sampler="brute_force",
+                       space={"training.learning_rate": {"categorical": [DIVERGING_LR]}, "curriculum.loops.start": None},
+                       budget={"num_samples": 1, "max_concurrent": 1}, replicates={"top_k": 1, "seeds": 2})
+    done = cli("run", str(path), cwd=tmp_path)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert f"loopstudy: no trial of study '{name}' completed (1 diverged): nothing to rank" in done.stderr
+    assert "replicates: no completed trial to replicate" in done.stdout
+    assert (tmp_path / name / "report" / "report.md").is_file()        # the report still says what happened

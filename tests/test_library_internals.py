@@ -51,11 +51,41 @@ def _tune_interrupt_handler():
         assert re.search(rf"signal\.signal\(\s*signal\.{sig},\s*{li.TUNE_INTERRUPT_HANDLER}\s*\)", source), sig
 
 
+@check("TUNE_DISABLE_SIGINT")
+def _tune_disable_sigint():
+    from ray.tune import tune
+
+    source = inspect.getsource(tune._setup_signal_catching)
+    guarded, usr1 = source.index(f'os.getenv("{li.TUNE_DISABLE_SIGINT}"'), source.index("signal.SIGUSR1,")
+    assert guarded < source.index("signal.SIGINT, signal_interrupt_tune_run") < usr1
+    assert "if allow_signal_catching:" in source and source.count(li.TUNE_DISABLE_SIGINT) == 1
+
+
 @check("TUNE_LOGGER")
 def _tune_logger():
     from ray.tune import tune
 
     assert tune.logger.name == li.TUNE_LOGGER and "Stop signal received" in inspect.getsource(tune)
+
+
+@check("TUNE_INTERRUPT_LINES")
+def _tune_interrupt_lines():
+    from ray.tune import tune
+
+    source = inspect.getsource(tune)
+    for start in li.TUNE_INTERRUPT_LINES:       # each a logger call's first words
+        assert re.search(rf"logger\.(warning|error)\(\s*f?\"{start}", source), start
+
+
+@check("TRIAL_ERROR_FILE")
+def _trial_error_file():
+    from ray.tune.execution.tune_controller import TuneController
+    from ray.tune.experiment.trial import Trial
+
+    assert isinstance(getattr(Trial, li.TRIAL_ERROR_FILE), property)
+    assert "with open(self.error_file" in inspect.getsource(Trial.handle_error)
+    source = inspect.getsource(TuneController._process_trial_failure)
+    assert source.index("trial.handle_error(") < source.index("self._callbacks.on_trial_error(")
 
 
 @check("TUNE_STATE")

@@ -3,7 +3,9 @@ trainable's known answer: replicate rounds that stop giving seeds to an answered
 a null comparison that runs to the budget and ends unresolved with a projection, and a driver
 killed between rounds or mid-round that resumes to the same answer with nothing run twice."""
 import os
+import re
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -24,12 +26,14 @@ REFERENCE, NULL, EFFECT = "lr=0.01", "lr=0.0001", "lr=0.001"
 FIRST_SEED = 43                         # the search trains seed 42
 
 
-def _study(tmp_path: Path) -> Path:
+def _study(tmp_path: Path, eval_s: float = 0.0) -> Path:
+    """The study; `eval_s` slows each trial (0.4 s per evaluation: time to be interrupted in)
+    without changing the answer."""
     return write_study(
         tmp_path, NAME, trainable="synthetic", base="seed_dilation_cpu", sampler="brute_force", scheduler=None,
         overrides={"training.train_steps": 40, "training.eval_every": 10, "training.checkpoint_every": 20,
                    "curriculum.loops.start": 13, "curriculum.dims.interval": 1, "curriculum.points.interval": 1,
-                   "curriculum.loops.interval": 1},
+                   "curriculum.loops.interval": 1, "synthetic.eval_s": eval_s},
         scientific={"training.learning_rate": LEARNING_RATES},
         space={"training.weight_decay": {"categorical": [0.0]}},
         budget={"num_samples": 1, "max_concurrent": 4},
@@ -120,6 +124,44 @@ def _kill(lines, sig) -> str:
     return output
 
 
+def _assert_a_clean_stop(folder: Path, lines, sig, output: str) -> None:
+    """What an interrupt ends with: the shell's exit code, the resume command, no library advice,
+    traceback or native stack, and the parent run marked interrupted."""
+    assert lines.process.returncode == 128 + sig, output
+    assert f"loopstudy resume {folder}" in output, output
+    for advice in ("Tuner.restore", "Resume experiment with", "Traceback", "PC: @", "SIGTERM received"):
+        assert advice not in output, (advice, output)
+    client = MlflowClient(f"sqlite:///{folder / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name(NAME).experiment_id
+    parent, = client.search_runs([experiment], "tags.loopstudy_role = 'parent'")
+    assert parent.info.status == "KILLED" and parent.data.tags["state"] == "interrupted"
+
+
+# where the driver is stopped: the line it waits for, the signal, how many times it is sent
+STOPS = {"first-search-phase-sigint": (r"^v1\.t000 .*: running on node", signal.SIGINT, 1),
+         "later-search-phase-sigterm": (r"^v3\.t000 .*: running on node", signal.SIGTERM, 1),
+         "between-phases-sigint": (r"^v1\.t000 .*: completed", signal.SIGINT, 1),
+         "search-phase-sigint-twice": (r"^v2\.t000 .*: running on node", signal.SIGINT, 2)}
+
+
+@pytest.mark.parametrize("stop", list(STOPS))
+def test_a_driver_stopped_in_any_search_phase_ends_cleanly_and_resumes_to_the_same_answer(
+        tmp_path, uninterrupted, stop):
+    pattern, sig, times = STOPS[stop]
+    lines = start_cli("run", str(_study(tmp_path, eval_s=0.4)), cwd=tmp_path)
+    lines.wait_for(pattern)
+    for _ in range(times):
+        lines.process.send_signal(sig)
+        time.sleep(0.3)
+    output = lines.rest()
+    _assert_a_clean_stop(tmp_path / NAME, lines, sig, output)
+    if "running on node" in pattern and times == 1:   # the trial that was running is shown so
+        table = output[[m.start() for m in re.finditer(r"^trial ", output, re.MULTILINE)][-1]:]
+        assert re.search(r"^v\d\.t000 .* interrupted ", table, re.MULTILINE) and " pruned " not in table, table
+        assert "no driver holds this study's lock: its 1 interrupted trials" in table, table
+    _resume_to_the_same_answer(tmp_path / NAME, uninterrupted)
+
+
 def _resume_to_the_same_answer(folder: Path, uninterrupted) -> None:
     resumed = cli("resume", NAME, "--results-root", str(folder.parent), cwd=folder.parent)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
@@ -144,7 +186,7 @@ def test_a_driver_stopped_mid_round_resumes_to_the_same_answer(tmp_path, uninter
     lines.wait_for(r"\.rep\d+ .* seed=(47|48|49|50): running on node")   # a round-2 replicate has reported
     output = _kill(lines, sig)
     if sig == signal.SIGINT:
-        assert lines.process.returncode == 130 and "resume" in output, output
+        _assert_a_clean_stop(tmp_path / NAME, lines, sig, output)
     rounds = yaml.safe_load((tmp_path / NAME / "replicate_rounds.yaml").read_text())
     assert len(rounds) == 2 and not rounds[1]["done"]            # stopped inside round 2
     _resume_to_the_same_answer(tmp_path / NAME, uninterrupted)

@@ -88,6 +88,9 @@ def test_a_sampled_depth_shows_b_the_depth_evaluated():
     assert loops_trained(params, 25) == config.loop_budget == 12        # not the unread curriculum's 5
     name = trial_name({"config": config.to_dict(), "sampled": {}, "trial": 3, "repeats": 1})
     assert name.startswith("t003 s=1 T=5 b=12 D=64")
+    # in a scientific study, trial numbers restart per compared value: the value's place names it too
+    assert trial_name({"config": config.to_dict(), "sampled": {}, "trial": 3, "repeats": 1, "value": 2}
+                      ).startswith("v2.t003 s=1 ")
 
 
 def test_the_view_shows_objective_searched_params_seed_b_and_state_with_replicates(tmp_path):

@@ -154,6 +154,7 @@ class SyntheticConfig:
     effect_per_dilation: float = 0.0  # objective change per unit of training.loop_dilation - 1
     seed_sd: float = 0.1              # noise drawn from training.seed alone: shared by every config
     noise_sd: float = 0.005           # noise of each (config, seed)
+    eval_s: float = 0.0               # seconds each evaluation takes (time to interrupt a trial in)
 
 
 @dataclass
@@ -364,8 +365,9 @@ def validate(config: Config) -> None:
     for name in ("steps", "batch_size", "hidden", "eval_every", "chunk"):
         _positive(f"probe.{name}", getattr(pr, name))
     _positive("probe.learning_rate", pr.learning_rate)
-    if config.synthetic.seed_sd < 0 or config.synthetic.noise_sd < 0:
-        raise ConfigError("'synthetic.seed_sd' and 'synthetic.noise_sd' must be >= 0")
+    for name in ("seed_sd", "noise_sd", "eval_s"):
+        if getattr(config.synthetic, name) < 0:
+            raise ConfigError(f"'synthetic.{name}' must be >= 0, got {getattr(config.synthetic, name)}")
     if pr.loop_iterations < 0:
         raise ConfigError(f"'probe.loop_iterations' must be >= 0 (0 = the loop budget b), "
                           f"got {pr.loop_iterations}")

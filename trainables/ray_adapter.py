@@ -6,15 +6,18 @@ A trial's Tune config is plain data set by the study's driver, which resolved it
     {"config": the trial's fully resolved config mapping, "run_root": folder holding one run
      folder per trial, named by the Tune trial id, ...}
 Every report carries `node_id`, the Ray node the trial runs on (Tune's own `node_ip` cannot
-tell apart two nodes on one host).
+tell apart two nodes on one host), and `gpu_ids`, the GPUs Ray gave the trial ("0", "0,1"; ""
+without). Ray sets CUDA_VISIBLE_DEVICES to them, so the trainer's "cuda" is the trial's own GPU.
 """
 from __future__ import annotations
 
 import contextlib
 import functools
+import os
 from pathlib import Path
 
 import ray.tune
+import torch
 
 from .config import Config, from_dict
 from .probing import PROBE_FOLDER, is_probe_checkpoint, probe
@@ -30,7 +33,8 @@ def _scalars(summary: dict) -> dict:
 
 def _report(metrics: dict, checkpoint_dir: str | Path | None) -> None:
     checkpoint = ray.tune.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
-    ray.tune.report({**metrics, "node_id": ray.get_runtime_context().get_node_id()}, checkpoint=checkpoint)
+    ray.tune.report({**metrics, "node_id": ray.get_runtime_context().get_node_id(),
+                     "gpu_ids": ",".join(map(str, ray.get_gpu_ids()))}, checkpoint=checkpoint)
 
 
 @contextlib.contextmanager
@@ -76,8 +80,20 @@ def _training(function, tune_config: dict) -> None:
     _report(_scalars(summary), latest_checkpoint(out_dir))
 
 
+def _check_gpus_visible() -> None:
+    """A trial that Ray gave GPUs must see them in torch: it never trains on the CPU instead."""
+    ids = ray.get_gpu_ids()
+    if ids and not torch.cuda.is_available():
+        build = f"CUDA {torch.version.cuda}: no usable driver or device" if torch.version.cuda else "a CPU-only build"
+        raise RuntimeError(f"Ray gave this trial GPU {','.join(map(str, ids))} (CUDA_VISIBLE_DEVICES="
+                           f"{os.environ.get('CUDA_VISIBLE_DEVICES', '')!r}) but torch {torch.__version__} ({build}) "
+                           "sees no CUDA device; it does not train on the CPU instead: fix the node's CUDA, "
+                           "or set resources.gpu: 0")
+
+
 def train_trainable(tune_config: dict) -> None:
     """`trainables.train` as a Tune trainable."""
+    _check_gpus_visible()
     _training(train, tune_config)
 
 
@@ -97,6 +113,7 @@ def probe_trainable(tune_config: dict) -> None:
     iteration's state; the trial's `step` runs on through the probe steps, whose results carry
     the probe metrics (probe/err_min, ...). The probe folder is <run folder>/probe. Resumes in
     whichever phase its checkpoint came from."""
+    _check_gpus_visible()
     with _trial(tune_config) as (config, out_dir, threads, resume_from):
         def report_probe(metrics: dict, checkpoint_dir: str | None) -> None:
             if metrics["step"] < config.probe.steps:

@@ -7,12 +7,14 @@ trial, the same run folder, report and checkpoint protocol, and a known answer.
 
 `shared` ~ N(0, synthetic.seed_sd) depends on the training seed alone, so configs trained on the
 same seed share it (common random numbers); `own` ~ N(0, synthetic.noise_sd) differs per config.
+Each evaluation sleeps synthetic.eval_s, which the answer does not depend on.
 """
 from __future__ import annotations
 
 import json
 import math
 import random
+import time
 from pathlib import Path
 
 from . import run_folder
@@ -22,8 +24,8 @@ from .training import Report
 
 def level(config: Config) -> float:
     tr, sy = config.training, config.synthetic
-    own_key = json.dumps({k: v for k, v in config.flat().items() if k != "training.seed"}, sort_keys=True,
-                         default=str)
+    own_key = json.dumps({k: v for k, v in config.flat().items() if k not in ("training.seed", "synthetic.eval_s")},
+                         sort_keys=True, default=str)
     shared = random.Random(tr.seed).gauss(0, sy.seed_sd)
     own = random.Random(f"{own_key}/{tr.seed}").gauss(0, sy.noise_sd)
     return (0.5 + sy.effect_per_dilation * (tr.loop_dilation - 1)
@@ -48,6 +50,7 @@ def synthetic(config: Config, report: Report | None = None, *, out_dir: str | Pa
     metrics, curve = evaluated(step)        # resumed from the final checkpoint: still summarised
     while step < tr.train_steps:
         step = min(step + tr.eval_every - step % tr.eval_every, tr.train_steps)
+        time.sleep(config.synthetic.eval_s)
         metrics, curve = evaluated(step)
         log.write(metrics)
         checkpoint = None

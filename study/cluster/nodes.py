@@ -1,8 +1,9 @@
-"""Inside a Ray cluster: can every node reach the study's stores?
+"""Inside a Ray cluster: can every node reach the study's stores, and can some node hold a trial?
 
 A study's trials write run folders and checkpoints under the Ray storage path on whichever node
 they land, so each alive node is checked with a tiny task pinned to it before the study starts;
-the error names the node and what it could not reach.
+the error names the node and what it could not reach. A trial that asks for more CPUs or GPUs
+than any node has would wait for ever behind Ray's "insufficient resources" warning: refused.
 """
 from __future__ import annotations
 
@@ -62,3 +63,19 @@ def check_nodes(stores: Stores) -> int:
     if failed:
         raise StudyError("not every node reaches the study's stores:\n  " + "\n  ".join(failed))
     return len(nodes)
+
+
+def check_trial_fits(cpu: float, gpu: float) -> None:
+    """Refuse a study whose trial (`resources: {cpu, gpu}`) no alive node can hold."""
+    nodes = alive_nodes()
+
+    def has(node: dict, key: str) -> float:
+        return node["Resources"].get(key, 0.0)
+
+    if any(has(n, "CPU") >= cpu and has(n, "GPU") >= gpu for n in nodes):
+        return
+    have = "; ".join(f"{n['NodeManagerAddress']}: {has(n, 'CPU'):g} CPU, {has(n, 'GPU'):g} GPU" for n in nodes)
+    raise StudyError(f"resources: each trial asks for {cpu:g} CPU and {gpu:g} GPU, and no node of this Ray "
+                     f"has that ({have}): lower 'resources' in the study file, or run where a node has them "
+                     "(a cluster's nodes declare theirs with `ray start --num-gpus`; a local Ray takes "
+                     "`--num-gpus`)")

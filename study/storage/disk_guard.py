@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
-import logging
 import os
 import signal
 import time
@@ -37,7 +36,7 @@ from pathlib import Path
 
 from ray.tune import Stopper
 
-from analysis.library_internals import TUNE_INTERRUPT_HANDLER, TUNE_LOGGER
+from analysis.library_internals import TUNE_INTERRUPT_HANDLER
 
 from ..errors import StudyError, causes
 from .disk_checks import (MB, MIN_FREE_ENV, RESERVE, RESERVE_FILE, Location, free_bytes, locations, min_free_bytes,
@@ -168,12 +167,7 @@ class _Watch:
             # loop can only be left by an error (no last state snapshot: resume as after a crash)
             raise StudyError(f"{line} (Tune's stop handler is not installed: stopped without saving "
                              "Tune's last state)")
-        tune_log = logging.getLogger(TUNE_LOGGER)
-        disabled, tune_log.disabled = tune_log.disabled, True    # its "Stop signal received (SIGINT)"
-        try:
-            handler(signal.SIGUSR1, None)
-        finally:
-            tune_log.disabled = disabled
+        handler(signal.SIGUSR1, None)     # its "Stop signal received" line: study.quiet_libraries
 
 
 def _trial_label(result: dict) -> str:

@@ -72,7 +72,7 @@ class StudyLock:
             recorded = os.pread(fd, 4096, 0)
             os.close(fd)
             if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                raise self._running(recorded) from None
+                raise self._running(_describe(recorded)) from None
             raise StudyError(f"{self.path}: cannot lock the study ({exc.strerror}): the filesystem "
                              "does not support file locks (see study/storage/study_lock.py)") from None
         os.ftruncate(fd, 0)
@@ -80,25 +80,33 @@ class StudyLock:
         self._fd = fd
         return self
 
-    def _running(self, recorded: bytes) -> StudyError:
-        return StudyError(f"study '{self.name}' is running: held by {_describe(recorded)} "
+    def _running(self, holder: str) -> StudyError:
+        return StudyError(f"study '{self.name}' is running: held by {holder} "
                           f"(lock file {self.path}); wait for it or stop it")
 
-    def refuse_if_held(self) -> None:
-        """Refuse at once when another driver holds the study, before checks that read its files
-        (a running driver writes them) and before this driver takes the lock itself; a missing or
-        free lock passes, and nothing is taken or written."""
+    def holder(self) -> str | None:
+        """Who holds the study now ("pid 1234 on host h (user u) since ..."), or None when no
+        driver does; nothing is taken or written."""
         try:
             fd = os.open(self.path, os.O_RDONLY)
         except OSError:
-            return                  # no lock file: nobody holds it (the checks after this name the folder)
+            return None             # no lock file: nobody holds it
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)      # conflicts only with a holder's exclusive lock
         except OSError as exc:
             if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                raise self._running(os.pread(fd, 4096, 0)) from None
+                return _describe(os.pread(fd, 4096, 0))
         finally:
             os.close(fd)
+        return None
+
+    def refuse_if_held(self) -> None:
+        """Refuse at once when another driver holds the study, before checks that read its files
+        (a running driver writes them) and before this driver takes the lock itself; a missing or
+        free lock passes (the checks after this name the folder)."""
+        held = self.holder()
+        if held:
+            raise self._running(held)
 
     def __exit__(self, *exc_info) -> None:
         os.ftruncate(self._fd, 0)          # no holder any more

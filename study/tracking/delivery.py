@@ -24,8 +24,8 @@ import requests
 from mlflow.exceptions import RestException
 from ray.tune import Callback
 
-from analysis.layout import FAILED
-from analysis.library_internals import MLFLOW_REST_FAILURE
+from analysis.layout import FAILED, GPU_IDS
+from analysis.library_internals import MLFLOW_REST_FAILURE, TRIAL_ERROR_FILE
 from trainables.jsonl import read_jsonl
 
 from ..errors import ConfigError, Unavailable, causes
@@ -245,7 +245,7 @@ class TrackingCallback(Callback):
         self.tracker.record({"event": "start", "tune_id": trial.trial_id, "config": trial.config})
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        kept = {k: v for k, v in result.items() if k in ("step", "node_id", "node_ip") or "/" in k}
+        kept = {k: v for k, v in result.items() if k in ("step", "node_id", "node_ip", GPU_IDS) or "/" in k}
         self.tracker.record({"event": "result", "tune_id": trial.trial_id, "result": kept})
 
     def on_trial_complete(self, iteration, trials, trial, **info):
@@ -253,9 +253,19 @@ class TrackingCallback(Callback):
         self._end(trial, state, reason)
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        error = (trial.get_error() or "").strip().splitlines()
+        error = (trial.get_error() or _local_error(trial)).strip().splitlines()
         self._end(trial, FAILED, (error[-1] if error else "the trial raised an error")[:500])
 
     def _end(self, trial, state: str, reason: str) -> None:
         self.tracker.record({"event": "end", "tune_id": trial.trial_id, "config": trial.config, "state": state,
                              "reason": reason, "run_dir": trial.path})
+
+
+def _local_error(trial) -> str:
+    """The trial's error text where Tune wrote it first (get_error reads the storage path, which
+    is synced later: empty while the callback runs)."""
+    path = getattr(trial, TRIAL_ERROR_FILE, None)
+    try:
+        return Path(path).read_text(errors="replace") if path else ""
+    except OSError:
+        return ""

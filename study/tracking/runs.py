@@ -5,7 +5,8 @@ child run per Tune trial, named for a human (`t007 s=2 T=15 b=60 D=64`), with th
 its trainable and task read as params (the whole config is its config.yaml), the curves at the
 training step, the science curves at its end (`curve/...`, stepped by k or by iteration), the
 loop count it trained at its last step (`b_trained`), the node it ran on (`node_id`, `node_ip`;
-`nodes` lists every node of a trial retried elsewhere), a `state` tag (completed, pruned, failed,
+`nodes` lists every node of a trial retried elsewhere) and the GPUs Ray gave it (`gpu_ids`, set
+once it had any), a `state` tag (completed, pruned, failed,
 with `state_reason`), and config.yaml, eval.png, summary.json (and a probe trial's
 probe/probe.png, probe/summary.json) as artifacts. Every write is one batched
 request (`log_batch`). Runs are found again by tag, so a resumed study re-attaches to them
@@ -28,7 +29,7 @@ from pathlib import Path
 import optuna
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
-from analysis.layout import (B_TRAINED, CONFIG_HASH, FAILED, NUMBER, PARENT, POINT, REASON, REPEAT, ROLE,
+from analysis.layout import (B_TRAINED, CONFIG_HASH, FAILED, GPU_IDS, NUMBER, PARENT, POINT, REASON, REPEAT, ROLE,
                              RUNNING, SAMPLED, STATE, STEPS, TRIAL, TUNE_ID, VERSIONED)
 from analysis.trials import search_all
 from trainables.probing import PROBE_FOLDER
@@ -70,6 +71,7 @@ class Tracker(Delivery):
         self._runs: dict[str, str] = {}          # Tune trial id -> run id
         self._last_step: dict[str, int] = {}     # run id -> last step already logged
         self._nodes: dict[str, list[str]] = {}   # run id -> Ray node ids it ran on, in order
+        self._gpus: dict[str, str] = {}          # run id -> the GPU ids Ray gave it last ("" without)
         self._closed: set[str] = set()           # runs that ended before a resume: left as they are
         self._start_delivery()
 
@@ -180,6 +182,7 @@ class Tracker(Delivery):
                 self._describe(run_id, tune_config)     # created, then the server went away or the disk filled
             self._last_step[run_id] = int(found[0].data.tags.get(STEPS, -1))   # set with each logged batch
             self._nodes[run_id] = [n for n in found[0].data.tags.get("nodes", "").split(",") if n]
+            self._gpus[run_id] = found[0].data.tags.get(GPU_IDS, "")
         else:
             run_id = self._create_child(tune_id, tune_config)
         self._runs[tune_id] = run_id
@@ -195,6 +198,7 @@ class Tracker(Delivery):
                                         tags=tags).info.run_id
         self._last_step[run_id] = -1
         self._nodes[run_id] = []
+        self._gpus[run_id] = ""
         self._describe(run_id, tune_config)
         return run_id
 
@@ -207,12 +211,16 @@ class Tracker(Delivery):
         self.client.log_text(run_id, config.to_yaml(), "config.yaml")
 
     def _tag_node(self, run_id: str, result: dict) -> None:
-        """Tag the node a result came from, when it is not the one already tagged."""
+        """Tag the node and the GPUs a result came from, when they are not the ones already tagged."""
         node, seen = result.get("node_id"), self._nodes[run_id]
         if node and (not seen or seen[-1] != node):
             self.client.log_batch(run_id, tags=[RunTag("node_id", node), RunTag("nodes", ",".join(seen + [node])),
                                                 RunTag("node_ip", str(result.get("node_ip", "")))])
             seen.append(node)
+        gpus = str(result.get(GPU_IDS, ""))
+        if gpus != self._gpus.get(run_id, ""):
+            self.client.log_batch(run_id, tags=[RunTag(GPU_IDS, gpus)])
+            self._gpus[run_id] = gpus
 
     def log_result(self, tune_id: str, tune_config: dict | None, result: dict) -> None:
         run_id = self.child(tune_id, tune_config)

@@ -21,7 +21,8 @@ def trial_config(tune_config: dict) -> Config:
 
 def trial_name(tune_config: dict) -> str:
     """`t007 s=2 T=15 b=60 D=64` (looped) or `t007 L=12 D=256`, plus other sampled values;
-    `t007r1 ...` for the second seed of a config, `t007.rep1 ... seed=12` for a replicate. b is
+    `t007r1 ...` for the second seed of a config, `t007.rep1 ... seed=12` for a replicate; in
+    a scientific study `v2.t007 ...`, trial 7 of the second compared value. b is
     the loop count the curriculum trains: `b=8..12` when it still grows within training (with a
     depth sampled per step, b is the depth evaluated)."""
     config, sampled, number = trial_config(tune_config), tune_config["sampled"], tune_config["trial"]
@@ -33,7 +34,7 @@ def trial_name(tune_config: dict) -> str:
     shown["D"] = m.n_embd
     for key, value in sampled.items():
         shown.setdefault(short_label(key), value)
-    label = f"t{number:03d}"
+    label = f"v{tune_config['value']}.t{number:03d}" if tune_config.get("value") else f"t{number:03d}"
     if tune_config.get("phase") == REPLICATE:
         label += f".rep{tune_config['repeat']}"
     elif tune_config["repeats"] > 1:

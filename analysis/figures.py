@@ -3,6 +3,7 @@ tests (and readers of report.md) can check what a figure shows, not only that a 
 from __future__ import annotations
 
 import statistics
+import textwrap
 import warnings
 from pathlib import Path
 
@@ -27,7 +28,20 @@ def _scale_y(ax, values: list[float]) -> None:
         ax.set_yscale("log")
 
 
+def fit_titles(fig) -> None:
+    """Wrap each axes' title that is wider than the figure, so that none is cut off at its edges."""
+    renderer = fig.canvas.get_renderer()
+    for title in (ax.title for ax in fig.axes):
+        lines = title.get_text().split("\n")
+        width = max(map(len, lines), default=0)
+        while width > 12 and title.get_window_extent(renderer).width > 0.96 * fig.bbox.width:
+            width = int(width * 0.85)
+            title.set_text("\n".join(textwrap.fill(line, width) for line in lines))
+
+
 def _save(fig, path: Path) -> None:
+    fig.tight_layout()
+    fit_titles(fig)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -27,6 +27,12 @@ def searched_ranges(space_params: dict) -> dict[str, tuple]:
     return ranges
 
 
+def _in_folder(location: str, folder: Path) -> str:
+    """A store's path or URI, with the study folder's own path left out (the report travels
+    with the folder)."""
+    return location.replace(f"{folder}/", "")
+
+
 def write_report(record: StudyRecord, space_params: dict, study_file: str, out: Path) -> dict:
     """Writes out/report.md and its figures; returns what each figure plotted (and the answer)."""
     out.mkdir(parents=True, exist_ok=True)
@@ -34,6 +40,7 @@ def write_report(record: StudyRecord, space_params: dict, study_file: str, out: 
     result = verdict.answer(record)
     search_best, replicate_best = result.search_best, result.replicate_best
     tags = record.parent["tags"]
+    commit = tags.get("git_commit") or "unknown"
     ranges = searched_ranges(space_params)
     replicated = f"{replicate_best.label}: {verdict.spread(replicate_best.values)}" \
         if replicate_best and record.replicates and not result.problems else "- (see the answer)"
@@ -42,18 +49,20 @@ def write_report(record: StudyRecord, space_params: dict, study_file: str, out: 
              "|---|---|---|---|---|",
              f"| {record.name} | {_counts(record)}{'; replicates: ' + _counts(record, record.replicates) if record.replicates else ''} "
              f"| {search_best.name + ': ' + fmt(search_best.value(metric)) if search_best else '-'} "
-             f"| {replicated} | `{tags.get('git_commit', '?')[:12]}`"
-             f"{' (dirty)' if tags.get('git_dirty') == 'True' else ''} |", "",
+             f"| {replicated} | `{commit[:12]}`{' (dirty)' if tags.get('git_dirty') == 'True' else ''} |", "",
              f"Objective: {metric} ({mode}), at each run's last step.", "",
-             f"Reproduce (into a fresh folder): `loopstudy run {study_file} --results results/{record.name}-rerun`"
-             f" at commit `{tags.get('git_commit', '?')}`.", "",
+             f"Reproduce, in the study folder (into a fresh one beside it): `loopstudy run {Path(study_file).name} "
+             f"--results ../{record.name}-rerun`, with the code at commit `{commit}`"
+             + (" (the driver could not read its git checkout)" if commit == "unknown" else "") + ".", "",
              "Versions: " + ", ".join(f"{p} {tags.get('version.' + p, '?')}" for p in VERSIONED), "",
-             f"Stores: MLflow `{record.stores.mlflow_shown}`, Optuna `{record.stores.optuna_shown}` "
-             f"(study `{record.name}`), Ray `{record.stores.experiment}`.", ""]
+             "Stores (paths in the study folder): " + ", ".join(
+                 f"{kind} `{_in_folder(shown, Path(study_file).parent)}`" for kind, shown in
+                 (("MLflow", record.stores.mlflow_shown), ("Optuna", record.stores.optuna_shown),
+                  ("Ray", str(record.stores.ray)))) + f" (study `{record.name}`).", ""]
     data: dict = {"answer": result}
     lines += ["## Answer", "", *(f"- {line.strip()}" for line in result.lines() + answer_lines(record)), ""]
     lines += trajectory_section(record, out, data)
-    drawn = answered_runs(record)       # a study with a question: the runs its answer uses
+    drawn = answered_runs(record)       # a scientific study with replicates: the runs its answer uses
     averaged = ("the runs the answer uses (each value's chosen config and its replicates)" if drawn is not record
                 else "every completed run per value (search and replicates)")
     if len(result.groups) > 1:

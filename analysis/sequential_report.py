@@ -19,9 +19,10 @@ from .trials import StudyRecord  # noqa: E402
 
 
 def answered_runs(record: StudyRecord) -> StudyRecord:
-    """The record its per-value figures draw: of a study with a question, each value's chosen
-    config (the search trial its replicates repeat) and the replicates; else the record itself."""
-    if question_of(record) is None:
+    """The record its per-value figures draw: of a scientific study with replicates (a question's
+    rounds or a replicate phase), each value's chosen config (the search trial its replicates
+    repeat) and the replicates, never its other search trials; else the record itself."""
+    if not (record.points and record.replicates):
         return record
     chosen = {(t.number, t.point) for t in record.replicates}
     return dataclasses.replace(record, trials=[t for t in record.trials if (t.number, t.point) in chosen])

@@ -54,16 +54,15 @@ def export(spec: StudySpec, top: int = 1, fmt: str = "loopstudy", scale: str | N
         sampled = {k: v for k, v in trial.sampled.items() if k != BASE}
         config = scale_full(trial.sampled.get(BASE, spec.bases[0]), {**fixed, **sampled}) if scale else trial.config
         label = "_".join([trial.name.split()[0], *trial.point.split()]) + ("_full" if scale else "")
-        if fmt == "reference":
-            text = yaml.safe_dump(to_reference(config, out_dir=f"./results/{spec.name}_{label}"), sort_keys=False)
+        judged = (f"# {spec.name} rank {rank}: {trial.name}; "
+                  + ", ".join(f"{m}={trial.value(m):.4g}" for m, _ in record.objectives if trial.value(m) is not None)
+                  + (f" (search, one seed); replicate mean {group.mean:.4g} over {len(group.values)} fresh "
+                     "seeds" if group else " (search, one seed)") + f"\n{problems}")
+        if fmt == "reference":      # YAML comments: the reference's loader skips them
+            text = judged + yaml.safe_dump(to_reference(config, out_dir=f"./results/{spec.name}_{label}"),
+                                           sort_keys=False)
         else:
-            header = (f"# {spec.name} rank {rank}: {trial.name}; "
-                      + ", ".join(f"{m}={trial.value(m):.4g}" for m, _ in record.objectives
-                                  if trial.value(m) is not None)
-                      + (f" (search, one seed); replicate mean {group.mean:.4g} over {len(group.values)} fresh "
-                         "seeds" if group else " (search, one seed)")
-                      + f"\n{problems}# rerun: loopstudy train {out / (label + '.yaml')}\n")
-            text = header + config.to_yaml()
+            text = judged + f"# rerun: loopstudy train {out / (label + '.yaml')}\n" + config.to_yaml()
         files[out / f"{label}{'_reference' if fmt == 'reference' else ''}.yaml"] = text
     out.mkdir(parents=True, exist_ok=True)
     for path, text in files.items():

@@ -172,3 +172,20 @@ def test_reference_export_refuses_what_the_reference_hard_codes(preset, override
     with pytest.raises(ConfigError, match="'task.noise_std' is 0.5"):
         to_reference(noisy)
 
+
+
+def test_a_title_wider_than_its_figure_is_wrapped_not_cut():
+    import matplotlib.pyplot as plt
+
+    from analysis.figures import fit_titles
+
+    fig, ax = plt.subplots(figsize=(4, 3))
+    words = [f"dilation_science_cpu{i}" for i in range(8)]
+    ax.set_title(" ".join(words) + "\n(band: lowest to highest seed)")
+    renderer = fig.canvas.get_renderer()
+    assert ax.title.get_window_extent(renderer).width > fig.bbox.width        # cut off as it stands
+    fit_titles(fig)
+    box = ax.title.get_window_extent(renderer)
+    assert 0 <= box.x0 and box.x1 <= fig.bbox.width
+    assert ax.title.get_text().split() == words + ["(band:", "lowest", "to", "highest", "seed)"]
+    plt.close(fig)

@@ -7,6 +7,7 @@ import optuna
 import pytest
 from mlflow import MlflowClient
 
+from analysis.report import write_report
 from analysis.trials import read_record
 from analysis.verdict import answer
 from study.spec import find_study, read_study_file
@@ -59,6 +60,17 @@ def test_each_value_gets_its_own_search_and_shared_replicate_seeds(tmp_path):
     assert report.returncode == 0, report.stderr
     text = (tmp_path / "sci" / "report" / "report.md").read_text()
     assert comparison.sentence() in text and "![](isolation.png)" in text
+    # the report travels with the folder: no path of this machine in it
+    assert str(tmp_path) not in text and "`loopstudy run study.yaml --results ../sci-rerun`" in text
+    assert "MLflow `sqlite:///mlflow.db`, Optuna `sqlite:///optuna.db`, Ray `ray` (study `sci`)" in text
+    # each value's curve draws the runs the answer uses: its chosen config and that config's seeds,
+    # not its other search trial (the other learning rate)
+    spec = find_study(tmp_path / "sci")
+    data = write_report(record, spec.space.params, str(Stores.of(spec).study_file), tmp_path / "again")
+    for value, series in data["curves_loop_dilation.png"]["series"].items():
+        replicates = [t for t in record.replicates if t.config.training.loop_dilation == value]
+        chosen = {t.name for t in record.trials if (t.number, t.point) == (replicates[0].number, replicates[0].point)}
+        assert sorted(series["runs"]) == sorted(chosen | {t.name for t in replicates}) and len(chosen) == 1
     status = cli("status", "sci", "--results-root", str(tmp_path), cwd=tmp_path).stdout
     head, *rows = status.splitlines()
     assert "10 replicate completed" in head and sum("replicate completed" in row for row in rows) == 10

@@ -6,6 +6,7 @@ from pathlib import Path
 from . import figures, verdict
 from .depth_figure import test_time_depth
 from .layout import SCIENTIFIC, VERSIONED, fmt, long_label
+from .nuisance_choice import choice_section
 from .sequential_answer import answer_lines
 from .sequential_report import answered_runs, trajectory_section
 from .trials import StudyRecord
@@ -71,6 +72,7 @@ def write_report(record: StudyRecord, space_params: dict, study_file: str, out: 
                  f"The {len(result.shown)} best of {len(result.groups)} configs")
         lines += [f"{which} (dots: seeds; bar: mean and 90% interval with {verdict.MIN_SEEDS}+ seeds, "
                   "else the range):", "", "![](isolation.png)", ""]
+    lines += choice_section(record)
     lines += ["## Trials", "", f"| trial | state | {metric} | steps | reason |", "|---|---|---|---|---|"]
     for t in sorted(record.trials, key=lambda t: (t.value(metric) is None, t.value(metric) or 0)):
         lines.append(f"| {t.name} | {t.state} | {fmt(t.value(metric)) if t.value(metric) is not None else '-'} "

@@ -60,6 +60,7 @@ def test_each_value_gets_its_own_search_and_shared_replicate_seeds(tmp_path):
     assert report.returncode == 0, report.stderr
     text = (tmp_path / "sci" / "report" / "report.md").read_text()
     assert comparison.sentence() in text and "![](isolation.png)" in text
+    assert "## How each value's nuisance config was chosen" in text and "| s=3 | " in text
     # the report travels with the folder: no path of this machine in it
     assert str(tmp_path) not in text and "`loopstudy run study.yaml --results ../sci-rerun`" in text
     assert "MLflow `sqlite:///mlflow.db`, Optuna `sqlite:///optuna.db`, Ray `ray` (study `sci`)" in text

@@ -81,7 +81,7 @@ def test_report_figures_show_the_expected_series(finished, tmp_path):
                 "replicates.png", "test_time_depth.png"):
         assert (tmp_path / png).stat().st_size > 10_000
     text = (tmp_path / "report.md").read_text()
-    assert "4 completed" in text and "loopstudy run an.yaml --results results/an-rerun" in text
+    assert "4 completed" in text and "loopstudy run an.yaml --results ../an-rerun" in text
     assert "trained again on fresh seeds" in text and text.count("| s=") == 2  # a row per replicated config
     assert "(n=2: " in text and "not drawn: 4 completed trials, at least 10 needed" in text   # honest stats
     assert "- compute: compared at equal steps, so at unequal compute: training GFLOP per step" in text

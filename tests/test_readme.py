@@ -72,7 +72,7 @@ def test_the_documented_verbs_do_what_the_readme_says_on_a_tiny_study(tmp_path):
     assert run.returncode == 0, run.stdout + run.stderr
     assert "search best (one seed): t00" in run.stdout and f"report: {folder}/report/report.md" in run.stdout
     overhead = int(re.search(r"overhead (-?\d+)%", run.stdout).group(1))
-    assert 0 <= overhead < 100, run.stdout
+    assert 0 <= overhead <= 100, run.stdout           # trials of milliseconds: all of it overhead
 
     status = cli("status", name, "--results-root", root, cwd=tmp_path)     # trial, state, params, ...
     header = status.stdout.splitlines()[1].split()

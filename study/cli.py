@@ -226,7 +226,7 @@ class Parser(argparse.ArgumentParser):
     sub-commands' parsers are of this class too)."""
 
     def error(self, message: str):
-        super().error(printable(message))
+        super().error(escaped(message))     # argparse's messages are one line: any break is the user's
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -292,6 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     # only a driver that may start its own Ray gets the local Ray's environment (loopback, token)
     quiet_environment(local_ray=args.command in ("run", "resume") and not getattr(args, "address", None))
@@ -305,16 +306,23 @@ def main(argv: list[str] | None = None) -> int:
         error = user_error(exc)
         if error is None:
             raise                               # a bug: its traceback is the report
-        print(f"loopstudy: error: {printable(str(error))}", file=sys.stderr)
+        print(f"loopstudy: error: {printable(str(error), argv)}", file=sys.stderr)
         return error.EXIT_CODE
     return 0
 
 
-def printable(message: str) -> str:
+def escaped(text: str) -> str:
+    """`text` on one line, every character a terminal would not show as written escaped."""
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+
+
+def printable(message: str, given: list[str] = ()) -> str:
     """`message` with what a terminal would not show as written (a control character or a line
-    separator inside a name the user gave) escaped as Python writes it; its own line breaks kept."""
-    return "\n".join("".join(c if c.isprintable() else ascii(c)[1:-1] for c in line)
-                     for line in message.split("\n"))
+    separator inside a name the user gave) escaped as Python writes it; its own line breaks kept,
+    but not those inside a word of the command line (`given`) that it quotes."""
+    for word in sorted({w for w in given if "\n" in w}, key=len, reverse=True):
+        message = message.replace(word, escaped(word))
+    return "\n".join(escaped(line) for line in message.split("\n"))
 
 
 def user_error(exc: Exception) -> UserError | None:

@@ -16,7 +16,7 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import search_spaces
@@ -423,6 +423,8 @@ cli_words = st.one_of(st.sampled_from(OPTIONS), st.sampled_from(YAML_SPECIAL), s
 @settings(max_examples=200, deadline=None, database=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(verb=st.sampled_from(VERBS), words=st.lists(cli_words, max_size=5))
+@example(verb="run", words=["\n"])                 # found: the path's line break split the error line
+@example(verb="run", words=["1e-4", "\n"])         # found: so did argparse's "unrecognized arguments"
 def test_any_command_line_ends_in_help_or_one_error_line_and_writes_nothing(tmp_path, capsys, verb, words):
     from study.cli import main
 

@@ -27,6 +27,9 @@ EQUAL_STEPS, EQUAL_COMPUTE = "equal_steps", "equal_compute"     # the values of 
 # parent-run tags of a study with a `question` (study/replicate_rounds.py): the question (JSON),
 # "true" once its rounds ended with the budget spent before the last planned look
 QUESTION, BUDGET_SPENT = "question", "question_budget_spent"
+# replicate-run tag of a study with a `question`: the horizon (training steps of the question's
+# ladder) it trained to; a run continued from a shorter horizon's run names that run
+HORIZON, CONTINUED_FROM = "horizon", "continued_from"
 
 # a trial's state, the same in Optuna, MLflow and `status` (study/outcome.py classifies)
 COMPLETED, PRUNED, FAILED, RUNNING = "completed", "pruned", "failed", "running"

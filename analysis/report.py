@@ -48,7 +48,7 @@ def write_report(record: StudyRecord, space_params: dict, study_file: str, out: 
     lines = [f"# Study `{record.name}`", "",
              "| study | trials by state | search best (one seed) | replicate best | git commit |",
              "|---|---|---|---|---|",
-             f"| {record.name} | {_counts(record)}{'; replicates: ' + _counts(record, record.replicates) if record.replicates else ''} "
+             f"| {record.name} | {_counts(record)}{'; replicates: ' + _counts(record, record.every_replicate) if record.replicates else ''} "
              f"| {search_best.name + ': ' + fmt(search_best.value(metric)) if search_best else '-'} "
              f"| {replicated} | `{commit[:12]}`{' (dirty)' if tags.get('git_dirty') == 'True' else ''} |", "",
              f"Objective: {metric} ({mode}), at each run's last step.", "",

@@ -6,10 +6,15 @@ A study file's `question:` section states what would count as an answer:
       confidence: 0.90          # for the whole family of comparisons (every value vs the reference)
       delta: 0.01               # optional margin of practical equivalence, in objective units
       seeds: {start: 4, step: 2, max: 16}     # paired seeds per value: the first look, each round, the cap
-      horizon: {start: 1500, max: 3000}       # training steps: the first horizon, the longest allowed
+      horizon: {start: 1500, max: 6000}       # training steps: the first horizon, the longest allowed
       time_limit_s: 3600        # optional wall-time budget
       power: 0.8                # for the seeds an unresolved comparison would need
       spending: obrien_fleming  # or pocock: how the error rate is spread over the looks
+
+The horizons are planned too: start, doubled while below max, then max (1500, 3000, 6000).
+The replicates continue to the next only while their objective is still improving
+(study/replicate_rounds.py); each horizon's answer is a statement of its own, so the family is
+every comparison at every planned horizon (Bonferroni over both).
 
 `Question.from_mapping` builds it; every check raises ValueError naming the field
 (`question.seeds.max: expected an integer >= seeds.start (4), got 2`).
@@ -63,6 +68,15 @@ class HorizonBudget:
     start: int | None = None   # training steps of the first horizon (None: the config's train_steps)
     max: int | None = None     # the longest horizon the replicates may be continued to (None: start)
 
+    def ladder(self) -> tuple[int, ...]:
+        """The planned horizons: start, doubled while below max, and max; () before start is known."""
+        if self.start is None:
+            return ()
+        steps, top = [self.start], self.max or self.start
+        while steps[-1] * 2 < top:
+            steps.append(steps[-1] * 2)
+        return tuple(steps + ([top] if top > steps[-1] else []))
+
 
 @dataclass(frozen=True)
 class Question:
@@ -112,11 +126,15 @@ class Question:
         horizon = HorizonBudget(**_mapping("question.horizon", data.pop("horizon", {}), HorizonBudget))
         return cls(**data, seeds=seeds, horizon=horizon)
 
+    def family(self, comparisons: int) -> int:
+        """The statements that share alpha: every comparison at every planned horizon."""
+        return comparisons * max(1, len(self.horizon.ladder()))
+
     def look_alphas(self, family: int) -> tuple[float, ...]:
         """The two-sided error rate each planned look of one comparison may spend: alpha / family
         (Bonferroni over the comparisons), spread over the looks by the spending function. They
         sum to alpha / family, so by the union bound every interval of every look of every
-        comparison covers its true mean difference at once with probability >= confidence."""
+        comparison (at every horizon: family from `family`) covers its true mean difference at once with probability >= confidence."""
         if not _is_int(family) or family < 1:
             raise ValueError(f"family: expected an integer >= 1 (the comparisons judged), got {family!r}")
         spend, share = SPENDING[self.spending], self.alpha / family

@@ -23,7 +23,7 @@ import yaml
 from trainables.config import Config, from_dict
 from trainables.errors import ConfigError, UserError
 
-from .layout import (CONFOUNDS, NUMBER, PARENT, POINT, POINTS, REASON, REPEAT, REPLICATE, ROLE, RUNNING,
+from .layout import (CONFOUNDS, HORIZON, NUMBER, PARENT, POINT, POINTS, REASON, REPEAT, REPLICATE, ROLE, RUNNING,
                      SAMPLED, SCIENTIFIC_VALUES, STATE, STEPS, TRIAL, params_text, phase_study_name)
 from .mlflow_sqlite import RunRow, read_runs, sqlite_file
 
@@ -66,10 +66,18 @@ class StudyRecord:
     objectives: list[tuple[str, str]]  # (metric, mode)
     trials: list[Trial]              # the search's trials
     replicates: list[Trial] = field(default_factory=list)  # the replicate phase's runs, if any
+    # a question's replicates continued past a shorter horizon: `replicates` are the longest
+    # horizon's (what the answer, the figures and exports judge), these the shorter ones'
+    shorter_horizons: list[Trial] = field(default_factory=list)
 
     @property
     def name(self) -> str:
         return self.stores.name
+
+    @property
+    def every_replicate(self) -> list[Trial]:
+        """The replicate runs of every horizon."""
+        return self.shorter_horizons + self.replicates
 
     def client(self) -> MlflowClient:
         from mlflow import MlflowClient       # imported when a run's files are read, not for `status`
@@ -226,5 +234,9 @@ def read_record(stores) -> StudyRecord:
             repeat=int(tags.get(REPEAT, 0)), tags=dict(tags), artifact_uri=run.artifact_uri))
     for trials in found.values():
         trials.sort(key=lambda t: (t.number, t.repeat))
+    # untagged runs (a study from before horizons) trained the first horizon, as tagged ones of it
+    tagged = {int(t.tags[HORIZON]) for t in found[REPLICATE] if HORIZON in t.tags}
+    longest = [t for t in found[REPLICATE] if len(tagged) < 2 or t.tags.get(HORIZON) == str(max(tagged))]
     return StudyRecord(stores, {"run_id": parent.run_id, "params": dict(parent.params),
-                                "tags": dict(parent.tags)}, objectives, found[TRIAL], found[REPLICATE])
+                                "tags": dict(parent.tags)}, objectives, found[TRIAL], longest,
+                       [t for t in found[REPLICATE] if t not in longest])

@@ -258,13 +258,21 @@ def learning_problems(record: StudyRecord, best: Group) -> list[str]:
             of = f" (of the runs whose {metric} is compared)" if error != metric else ""
             problems.append(f"not learned: the best mean {error}{of} {fmt(mean)} is not clearly below "
                             f"{what}: more than {LEARNED_RATIO:.0%} of {fmt(trivial)}")
-    changes = [c for c in (_improvement(record.metric_history(t, metric), mode) for t in best.runs) if c is not None]
-    if changes and statistics.fmean(changes) > FALLING:
+    change = improvement(record, best.runs)
+    if change is not None and change[0] > FALLING:
         step = best.runs[0].steps
         problems.append(f"still improving at step {step}: {metric} of {best.label} changed by "
-                        f"{statistics.fmean(changes):.0%} over its last evaluation interval (mean of "
-                        f"{len(changes)} runs): the ranking may change with more steps")
+                        f"{change[0]:.0%} over its last evaluation interval (mean of "
+                        f"{change[1]} runs): the ranking may change with more steps")
     return problems
+
+
+def improvement(record: StudyRecord, runs: list[Trial]) -> tuple[float, int] | None:
+    """(mean relative improvement of the objective over the runs' last evaluation interval, the
+    runs it is the mean of); None when no run has two evaluations. More than FALLING: still improving."""
+    metric, mode = record.objectives[0]
+    changes = [c for c in (_improvement(record.metric_history(t, metric), mode) for t in runs) if c is not None]
+    return (statistics.fmean(changes), len(changes)) if changes else None
 
 
 def compared_configs(record: StudyRecord) -> dict[str, Config]:

@@ -34,7 +34,7 @@ from .errors import StudyError
 from .replicate_plan import PlannedTrials, make_plan, read_plan, write_plan
 from .replicate_rounds import run_rounds
 from .searcher import StudySearch, fail_running
-from .spec import StudySpec
+from .spec import StudySpec, max_steps
 from .stop_signals import fitting, stop_handlers, stop_requested
 from .storage import disk_checks, disk_guard
 from .storage.stores import Stores
@@ -149,8 +149,10 @@ def _tuner(spec: StudySpec, stores: Stores, tracker: Tracker, resume: bool, phas
                                       param_space={k: v for k, v in param_space.items() if k != "value"})
     scheduler, time_limit = FIFOScheduler(), None
     # a trial's last step: its phase's (compared at equal compute, each value trains its own
-    # steps); the replicate phase, without early stopping, counts a trial complete from the fewest
-    steps = spec.phase_max_steps(phase) if plan is None else min(map(spec.phase_max_steps, spec.phases))
+    # steps); a replicate round, without early stopping, counts a trial complete from the fewest
+    # steps of its plan (a question's longer horizon trains more)
+    steps = spec.phase_max_steps(phase) if plan is None else \
+        min(max_steps(spec.trainable, from_dict(t["config"])) for t in plan)
     if plan is not None:
         searcher, total = PlannedTrials(plan, spec.metrics[0], spec.modes[0]), len(plan)
     else:

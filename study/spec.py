@@ -26,6 +26,7 @@ Everything is validated here, before Ray starts; every error names the file and 
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 import sys
 from dataclasses import dataclass, field
@@ -40,7 +41,7 @@ from trainables.schema import build, did_you_mean, read_yaml
 
 from analysis.confounds import compute_comparison, confounds
 from analysis.layout import EQUAL_COMPUTE, EQUAL_STEPS
-from analysis.sequential_plan import Question
+from analysis.sequential_plan import HorizonBudget, Question
 
 from . import design
 from .objectives import METRICS, is_reported, unreported
@@ -346,8 +347,9 @@ def _check_scheduler(file: StudyFile, space, configs: dict[str, Config], compare
 
 def _question(file: StudyFile, data: dict, config: Config, where: str) -> Question | None:
     """The study's `question` (analysis/sequential_plan.py), checked with the sections it needs:
-    `scientific` values to compare, no fixed `replicates` (the rounds decide the seeds), and one
-    horizon, the study's training.train_steps (continuing to a longer one is not built yet)."""
+    `scientific` values to compare, no fixed `replicates` (the rounds decide the seeds), and the
+    first horizon, the study's training.train_steps (resolved into the question: the horizons
+    are planned before anything runs)."""
     if file.question is None:
         return None
     _check(where, bool(file.scientific), "'question' needs 'scientific': it asks whether the compared values "
@@ -366,10 +368,13 @@ def _question(file: StudyFile, data: dict, config: Config, where: str) -> Questi
     _check(where, horizon.start in (None, steps),
            f"'question.horizon.start': the replicates train the study's training.train_steps={steps}; "
            f"got {horizon.start} (set training.train_steps in 'overrides' instead)")
-    _check(where, horizon.max in (None, horizon.start or steps),
-           f"'question.horizon.max': continuing the replicates to a longer horizon is not built yet; "
-           f"got {horizon.max} (leave it out, or set it to {horizon.start or steps})")
-    return question
+    longest = steps if horizon.max is None else horizon.max
+    _check(where, longest >= steps, f"'question.horizon.max': expected an integer >= horizon.start ({steps}), "
+                                    f"got {horizon.max}")
+    _check(where, longest == steps or file.trainable != "probe",
+           f"'question.horizon.max': a probe trial is not continued to a longer horizon (its probes are fitted "
+           f"after training); got {horizon.max} (leave it out, or set it to {steps})")
+    return dataclasses.replace(question, horizon=HorizonBudget(steps, longest))
 
 
 def _base_configs(file: StudyFile) -> dict[str, Config]:

@@ -51,7 +51,7 @@ def status_rows(spec: StudySpec, record: StudyRecord | None = None, unfinished: 
                 rows.append([name, state, params, objective, str(run.steps) if run else "-",
                              (run.reason if run else "") or reason])
     metric = spec.metrics[0]
-    for run in sorted(record.replicates if record else [], key=lambda r: r.name):
+    for run in sorted(record.every_replicate if record else [], key=lambda r: r.name):
         value = run.value(metric)
         state = unfinished if run.state == RUNNING else run.state
         rows.append([run.name, f"replicate {state}", params_text(run.sampled),

@@ -219,6 +219,16 @@ def test_a_bad_family_or_mode_is_refused():
         judge({"s=2": around(0.0)}, Question(), mode="minimise")
 
 
+def test_the_horizons_double_up_to_the_longest_and_each_is_a_statement_of_its_own():
+    assert HorizonBudget(1500, 6000).ladder() == (1500, 3000, 6000)
+    assert HorizonBudget(1500, 4000).ladder() == (1500, 3000, 4000)       # the longest is always a horizon
+    assert HorizonBudget(40, 40).ladder() == (40,) and HorizonBudget().ladder() == ()
+    question = Question(horizon=HorizonBudget(1500, 6000))
+    assert question.family(2) == 6 and Question().family(2) == 2
+    # three horizons: each look of each comparison spends a third of what one horizon would
+    assert sum(question.look_alphas(question.family(2))) == pytest.approx(question.alpha / 6)
+
+
 # ---------------------------------------------------------------- the trajectory figure
 
 def test_the_trajectory_figure_marks_the_margin_holds_every_interval_and_fits_its_titles():

@@ -155,6 +155,8 @@ class SyntheticConfig:
     seed_sd: float = 0.1              # noise drawn from training.seed alone: shared by every config
     noise_sd: float = 0.005           # noise of each (config, seed)
     eval_s: float = 0.0               # seconds each evaluation takes (time to interrupt a trial in)
+    steps_to_learn: int | None = None  # the curve's time constant in steps (None: train_steps / 4)
+    slowdown_per_dilation: float = 0.0  # its relative increase per unit of loop_dilation - 1
 
 
 @dataclass
@@ -365,7 +367,9 @@ def validate(config: Config) -> None:
     for name in ("steps", "batch_size", "hidden", "eval_every", "chunk"):
         _positive(f"probe.{name}", getattr(pr, name))
     _positive("probe.learning_rate", pr.learning_rate)
-    for name in ("seed_sd", "noise_sd", "eval_s"):
+    if config.synthetic.steps_to_learn is not None:
+        _positive("synthetic.steps_to_learn", config.synthetic.steps_to_learn)
+    for name in ("seed_sd", "noise_sd", "eval_s", "slowdown_per_dilation"):
         if getattr(config.synthetic, name) < 0:
             raise ConfigError(f"'synthetic.{name}' must be >= 0, got {getattr(config.synthetic, name)}")
     if pr.loop_iterations < 0:

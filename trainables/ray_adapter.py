@@ -4,7 +4,8 @@ only by the study service.
 
 A trial's Tune config is plain data set by the study's driver, which resolved it once:
     {"config": the trial's fully resolved config mapping, "run_root": folder holding one run
-     folder per trial, named by the Tune trial id, ...}
+     folder per trial, named by the Tune trial id, "continue_from": a finished run folder this
+     trial continues to its longer training.train_steps (a study's next horizon), ...}
 Every report carries `node_id`, the Ray node the trial runs on (Tune's own `node_ip` cannot
 tell apart two nodes on one host), and `gpu_ids`, the GPUs Ray gave the trial ("0", "0,1"; ""
 without). Ray sets CUDA_VISIBLE_DEVICES to them, so the trainer's "cuda" is the trial's own GPU.
@@ -14,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import shutil
 from pathlib import Path
 
 import ray.tune
@@ -44,8 +46,26 @@ def _trial(tune_config: dict):
     threads = max(1, int(context.get_trial_resources().required_resources.get("CPU", 1)))
     out_dir = Path(tune_config["run_root"]) / context.get_trial_id()
     checkpoint = ray.tune.get_checkpoint()
+    if checkpoint is None and tune_config.get("continue_from"):
+        yield from_dict(tune_config["config"]), out_dir, threads, _continued(Path(tune_config["continue_from"]), out_dir)
+        return
     with checkpoint.as_directory() if checkpoint else contextlib.nullcontext() as resume_from:
         yield from_dict(tune_config["config"]), out_dir, threads, resume_from
+
+
+def _continued(source: Path, out_dir: Path) -> Path:
+    """The checkpoint to continue a finished run from: its last, copied with its config and
+    metrics so far into this trial's run folder (not Tune's own files of the finished trial)."""
+    last = latest_checkpoint(source) if source.is_dir() else None
+    if last is None:
+        raise FileNotFoundError(f"continue_from: no checkpoint in run folder '{source}' on node "
+                                f"{ray.get_runtime_context().get_node_id()} (a longer horizon continues "
+                                "each run from its folder: the study's results must be on storage every node reads)")
+    copied = out_dir / last.relative_to(source)
+    shutil.copytree(last, copied, dirs_exist_ok=True)
+    for name in ("config.yaml", "metrics.jsonl"):
+        shutil.copy2(source / name, out_dir / name)
+    return copied
 
 
 def _ends_on_divergence(trainable):

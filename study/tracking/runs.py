@@ -29,7 +29,7 @@ from pathlib import Path
 import optuna
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
-from analysis.layout import (B_TRAINED, CONFIG_HASH, FAILED, GPU_IDS, NUMBER, PARENT, POINT, REASON, REPEAT, ROLE,
+from analysis.layout import (B_TRAINED, CONFIG_HASH, CONTINUED_FROM, FAILED, HORIZON, GPU_IDS, NUMBER, PARENT, POINT, REASON, REPEAT, ROLE,
                              RUNNING, SAMPLED, STATE, STEPS, TRIAL, TUNE_ID, VERSIONED)
 from analysis.trials import search_all
 from trainables.probing import PROBE_FOLDER
@@ -193,6 +193,7 @@ class Tracker(Delivery):
                 TUNE_ID: tune_id, NUMBER: str(tune_config["trial"]), REPEAT: str(tune_config["repeat"]),
                 STATE: RUNNING, STEPS: "0", SAMPLED: json.dumps(tune_config["sampled"]),
                 **({POINT: tune_config["scientific"]} if tune_config.get("scientific") else {}),
+                **{tag: str(tune_config[tag]) for tag in (HORIZON, CONTINUED_FROM) if tag in tune_config},
                 CONFIG_HASH: tune_config[CONFIG_HASH]}
         run_id = self.client.create_run(self.experiment_id, run_name=trial_name(tune_config),
                                         tags=tags).info.run_id
@@ -205,7 +206,8 @@ class Tracker(Delivery):
     def _describe(self, run_id: str, tune_config: dict) -> None:
         """A trial run's params and config.yaml (idempotent: the same values again)."""
         config = trial_config(tune_config)
-        params = [Param(k, str(v)) for k, v in logged_params(config, self.trainable).items()]
+        # None as YAML reads it back: analysis/trials.py rebuilds the config from the params
+        params = [Param(k, "null" if v is None else str(v)) for k, v in logged_params(config, self.trainable).items()]
         for chunk in _batched(params):
             self.client.log_batch(run_id, params=chunk)
         self.client.log_text(run_id, config.to_yaml(), "config.yaml")

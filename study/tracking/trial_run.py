@@ -21,7 +21,8 @@ def trial_config(tune_config: dict) -> Config:
 
 def trial_name(tune_config: dict) -> str:
     """`t007 s=2 T=15 b=60 D=64` (looped) or `t007 L=12 D=256`, plus other sampled values;
-    `t007r1 ...` for the second seed of a config, `t007.rep1 ... seed=12` for a replicate; in
+    `t007r1 ...` for the second seed of a config, `t007.rep1 ... seed=12` for a replicate
+    (`t007.rep1@3000` continued to a question's longer horizon); in
     a scientific study `v2.t007 ...`, trial 7 of the second compared value. b is
     the loop count the curriculum trains: `b=8..12` when it still grows within training (with a
     depth sampled per step, b is the depth evaluated)."""
@@ -37,6 +38,8 @@ def trial_name(tune_config: dict) -> str:
     label = f"v{tune_config['value']}.t{number:03d}" if tune_config.get("value") else f"t{number:03d}"
     if tune_config.get("phase") == REPLICATE:
         label += f".rep{tune_config['repeat']}"
+        if tune_config.get("horizon_index"):       # a question's longer horizon: `v2.t000.rep3@3000`
+            label += f"@{tune_config['horizon']}"
     elif tune_config["repeats"] > 1:
         label += f"r{tune_config['repeat']}"
     return " ".join([label] + [f"{k}={fmt(v, 3)}" for k, v in shown.items()])

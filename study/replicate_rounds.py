@@ -9,12 +9,14 @@ reference, up to the paired seeds their next look wants. The rounds stop when ev
 is answered, when the seed budget is spent, or when `question.time_limit_s` has passed (checked
 between rounds: the open comparisons end unresolved).
 
-Horizons (question.horizon: start, doubled, max): once a horizon's rounds have answered (or
-spent the seeds), a study whose replicates are still improving (analysis/verdict.py: their
-objective fell by more than FALLING over the last evaluation interval) continues every completed
-replicate run from its last checkpoint to the next horizon in an extension round (the same seeds,
-each run's folder copied and trained on: trainables/ray_adapter.py), then judges that horizon
-afresh, its rounds adding seeds (trained from the start) while a comparison is open. Each horizon
+Horizons (question.horizon: start, doubled, max): after a round whose replicates are still
+improving (analysis/verdict.py: some value's objective fell by more than FALLING over the last
+evaluation interval), a study with a longer horizon left continues every completed replicate run
+from its last checkpoint to the next horizon in an extension round (the same seeds, each run's
+folder copied and trained on: trainables/ray_adapter.py) instead of buying seeds where every
+curve still falls; the shorter horizon's open comparisons end unresolved there. The longer
+horizon is judged afresh, its rounds adding seeds (trained from the start) while a comparison is
+open and nothing still improves. Each horizon
 is stated on its own ("at 1500 steps: ...; at 3000 steps: ..."), so an effect on how fast the
 values learn is told from one on where they end. Compared at equal compute, each value's steps
 grow in proportion. The time limit ends the study without a longer horizon.
@@ -205,36 +207,38 @@ def run_rounds(spec, stores: Stores, tracker, fit: Fit) -> tuple[bool, float, fl
             if not finished:
                 return False, wall, trials_s
             _close_lost(tracker)
-        horizon = round_horizon(current, question)
-        plan, wanted, out_of_time, record, judgements = _judge_round(spec, stores, tracker, rounds)
-        if plan is not None:
-            rounds.append({"plan": plan, "done": False, "wall_s": 0.0, "horizon": horizon})
+        plan, wanted, longer, improving, record, judgements = _judge_round(spec, stores, tracker, rounds)
+        if improving:
+            print(f"horizon {round_horizon(current, question)} steps: still improving over the last evaluation "
+                  "interval (" + ", ".join(f"{p} by {c:.1%}" for p, c in improving.items())
+                  + f"): every completed replicate continues to {longer} steps", flush=True)
+            rounds.append({"plan": extension_plan(stores, record, rounds, question, longer), "done": False,
+                           "wall_s": 0.0, "horizon": longer})
+            _write_rounds(stores, rounds)
+            tracker.tag_parent({BUDGET_SPENT: "false"})      # the new horizon has its own budget of looks
+        elif plan is not None:
+            rounds.append({"plan": plan, "done": False, "wall_s": 0.0, "horizon": round_horizon(current, question)})
             _write_rounds(stores, rounds)       # then a driver killed now resumes with the next round
             print(f"round {number}: open: " + ", ".join(f"{c} vs {reference} wants {n} paired seeds"
                                                       for c, n in wanted.items()), flush=True)
-            continue
-        longer = None if out_of_time else next_horizon(question, horizon)
-        improving = still_improving(record, horizon) if longer else {}
-        if not improving:
+        else:
             if longer:
-                print(f"horizon {horizon} steps: no value's replicates still improving by more than "
-                      f"{FALLING:.0%} over their last evaluation interval: no longer horizon is needed", flush=True)
+                print(f"horizon {round_horizon(current, question)} steps: no value's replicates still improving "
+                      f"by more than {FALLING:.0%} over their last evaluation interval: no longer horizon is needed",
+                      flush=True)
             print("\n".join(answer_lines(record, judgements)), flush=True)
             return True, wall, trials_s
-        print(f"horizon {horizon} steps: still improving over the last evaluation interval ("
-              + ", ".join(f"{p} by {c:.1%}" for p, c in improving.items())
-              + f"): every completed replicate continues to {longer} steps", flush=True)
-        rounds.append({"plan": extension_plan(stores, record, rounds, question, longer), "done": False,
-                       "wall_s": 0.0, "horizon": longer})
-        _write_rounds(stores, rounds)
-        tracker.tag_parent({BUDGET_SPENT: "false"})      # the new horizon has its own budget of looks
 
 
 def _judge_round(spec, stores: Stores, tracker, rounds: list[dict]):
     """Judge the replicates of the last round's horizon: print each comparison's look, log it to
-    the parent run (its metrics at step = the round, once); return (the next round's trials at
-    this horizon or None when it is answered or its budget spent, the paired seeds each open
-    comparison wants, whether the time limit has passed, the record judged, each horizon's judgement)."""
+    the parent run (its metrics at step = the round, once). Values still improving with a longer
+    horizon left (and time) end this horizon: its open comparisons are unresolved here, and the
+    replicates go on to the longer one rather than buy seeds where every curve still falls.
+    Returns (the next round's trials at this horizon, or None when it is answered, its budget
+    spent or the study goes on to `longer`; the paired seeds each open comparison wants; the
+    next horizon or None; the values still improving -> by how much, when the study goes on to
+    it; the record judged; each horizon's judgement)."""
     question, reference, number = spec.question, spec.phases[0].label, len(rounds)
     horizon = round_horizon(rounds[-1], question)
     tracker.children(REPLICATE)                 # waits for a tracking server that is away
@@ -242,7 +246,9 @@ def _judge_round(spec, stores: Stores, tracker, rounds: list[dict]):
     out_of_time = question.time_limit_s is not None and sum(r["wall_s"] for r in rounds) >= question.time_limit_s
     if out_of_time:
         print(f"replicates: question.time_limit_s={question.time_limit_s:g} s has passed", flush=True)
-    spent = out_of_time
+    longer = None if out_of_time else next_horizon(question, horizon)
+    improving = still_improving(record, horizon) if longer else {}
+    spent = out_of_time or bool(improving)
     judgement = judgement_of(record, budget_spent=spent, horizon=horizon)
     plan = None if judgement.stop else next_plan(rounds, judgement, paired_differences(record, horizon),
                                                  reference, question.seeds.max, question)
@@ -259,6 +265,6 @@ def _judge_round(spec, stores: Stores, tracker, rounds: list[dict]):
     tracker.tag_parent({**tags, BUDGET_SPENT: str(spent).lower(), "rounds": str(number)},
                        None if rounds[-1].get("judged") else metrics, step=number)
     rounds[-1]["judged"] = True                 # written with the next round's plan, or below
-    if plan is None:
+    if plan is None and not improving:
         _write_rounds(stores, rounds)
-    return plan, judgement.wanted, out_of_time, record, judgements
+    return plan, judgement.wanted, longer, improving, record, judgements

@@ -26,13 +26,13 @@ DELTA = 0.03
 TAU = {"s=1": 10, "s=2": 20}
 
 
-def _study(tmp_path: Path, eval_s: float = 0.0) -> Path:
+def _study(tmp_path: Path, eval_s: float = 0.0, noise_sd: float = 0.001) -> Path:
     return write_study(
         tmp_path, NAME, trainable="synthetic", base="seed_dilation_cpu", sampler="brute_force", scheduler=None,
         overrides={"training.train_steps": 40, "training.eval_every": 20, "training.checkpoint_every": 20,
                    "curriculum.loops.start": 13, "curriculum.dims.interval": 1, "curriculum.points.interval": 1,
                    "curriculum.loops.interval": 1, "synthetic.eval_s": eval_s, "synthetic.steps_to_learn": 10,
-                   "synthetic.slowdown_per_dilation": 1.0, "synthetic.seed_sd": 0.01, "synthetic.noise_sd": 0.001},
+                   "synthetic.slowdown_per_dilation": 1.0, "synthetic.seed_sd": 0.01, "synthetic.noise_sd": noise_sd},
         scientific={"training.loop_dilation": [1, 2]},
         space={"training.weight_decay": {"categorical": [0.0]}},
         budget={"num_samples": 1, "max_concurrent": 4},
@@ -123,6 +123,29 @@ def test_the_continued_run_folder_holds_the_whole_run(uninterrupted):
         before = [json.loads(line) for line in (source / "metrics.jsonl").read_text().splitlines()]
         assert events[:2] == before                                    # the shorter run's own history
         assert yaml.safe_load((continued / "config.yaml").read_text())["training"]["train_steps"] == 80
+
+
+def test_an_open_comparison_goes_on_to_the_longer_horizon_before_it_buys_seeds(tmp_path):
+    """With noise 20x larger, 4 seeds cannot tell s=2 from s=1 at 40 steps; the curves still fall
+    there, so the 4 seeds continue to 80 steps (40 ends unresolved), and only there, where nothing
+    still improves, does a round add seeds, trained from the start to 80 steps."""
+    done = cli("run", str(_study(tmp_path, noise_sd=0.02)), cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    folder = tmp_path / NAME
+    rounds = yaml.safe_load((folder / "replicate_rounds.yaml").read_text())
+    shape = [(r["horizon"], sorted({t["config"]["training"]["seed"] for t in r["plan"]}), "continue_from" in r["plan"][0])
+             for r in rounds]
+    assert shape == [(40, [43, 44, 45, 46], False), (80, [43, 44, 45, 46], True), (80, [47, 48, 49, 50], False)]
+    answer = _answer(folder)
+    assert answer["looks"][40]["s=2"][:2] == ("unresolved", 4)
+    assert answer["looks"][80]["s=2"][1] == 8
+    client = MlflowClient(f"sqlite:///{folder / 'mlflow.db'}")
+    for seed in (47, 48, 49, 50):
+        run = answer["runs"][80, "s=2", seed]
+        assert "continued_from" not in run.tags and run.config.training.train_steps == 80
+        assert [m.step for m in client.get_metric_history(run.run_id, "eval/err_last")] == [20, 40, 60, 80]
+    assert "round 1 at 40 steps: s=2 vs s=1: " in done.stdout and "unresolved at budget" in done.stdout
+    assert "horizon 80 steps" not in done.stdout
 
 
 def test_a_driver_stopped_during_an_extension_resumes_to_the_same_answer(tmp_path, uninterrupted):

@@ -33,6 +33,26 @@ MIN_FREE_MB = 32           # what the studies here keep free (LOOPSTUDY_MIN_FREE
 MB = 2 ** 20
 
 
+FILLER = """
+import errno, os, sys
+folder, leave = sys.argv[1], int(sys.argv[2])
+fd, size = os.open(os.path.join(folder, "filler"), os.O_WRONLY | os.O_CREAT, 0o600), 0
+for _ in range(1000):
+    st = os.statvfs(folder)
+    free = st.f_bavail * st.f_frsize - leave
+    if free <= 0:
+        break
+    try:
+        os.posix_fallocate(fd, size, free)
+        size += free
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+os.close(fd)
+print(size)
+"""
+
+
 class Namespace:
     """A private mount namespace that outlives the drivers run in it: a process sleeping in it
     holds it; `enter` is the prefix that runs a command there (as root `unshare -m`, else in a
@@ -61,12 +81,10 @@ class Namespace:
         self.run("mount", "-t", "tmpfs", "-o", ",".join([f"size={size_mb}m", *options]), "tmpfs", str(folder))
 
     def fill(self, folder: Path, leave_bytes: int = 0) -> int:
-        """Take all but `leave_bytes` of `folder`'s filesystem with a filler file; its size."""
-        done = self.run(sys.executable, "-c", (
-            "import os, sys; folder, leave = sys.argv[1], int(sys.argv[2]); st = os.statvfs(folder); "
-            "size = st.f_bavail * st.f_frsize - leave; fd = os.open(os.path.join(folder, 'filler'), "
-            "os.O_WRONLY | os.O_CREAT, 0o600); os.posix_fallocate(fd, 0, size); os.close(fd); print(size)"),
-            str(folder), str(leave_bytes))
+        """Take all but `leave_bytes` of `folder`'s filesystem with a filler file; its size. The
+        study writes meanwhile, so what was free a moment ago may be gone: the filler grows by
+        what is free now until nothing more is (an allocation that finds less retries)."""
+        done = self.run(sys.executable, "-c", FILLER, str(folder), str(leave_bytes))
         return int(done.stdout)
 
     def unfill(self, folder: Path) -> None:

@@ -176,6 +176,14 @@ def test_seeds_needed_follows_the_power_formula_with_t_quantiles():
     assert seeds_needed(1.0, 1.0, 0.05, 0.8) == 10                      # the t-test tables' 10 pairs
     assert seeds_needed(1.0, -0.5, 0.05, 0.8) == seeds_needed(1.0, 0.5, 0.05, 0.8)
     assert seeds_needed(1.0, 0.0, 0.05, 0.8) is None
+    # the least n that is enough, where iterating the formula swings between 2 and 13 (the demo's
+    # s=4 vs s=1 at 600 steps was told "about 2 paired seeds" after 3 had not sufficed)
+    def enough(n, sd=0.11, effect=0.2346, alpha=0.1, power=0.8):
+        return ((t_quantile(1 - alpha / 2, n - 1) + t_quantile(power, n - 1)) * sd / effect) ** 2 <= n
+    found = seeds_needed(0.11, 0.2346, 0.1, 0.8)
+    assert found == 4 and enough(found) and not enough(found - 1) and not enough(2)
+    assert seeds_needed(0.0, 0.1, 0.05, 0.8) == 2                      # no spread: the fewest a t test takes
+    assert seeds_needed(1.0, 0.01, 0.05, 0.8) == pytest.approx(78_500, rel=0.01)   # (z sum / 0.01)^2
 
 
 # ---------------------------------------------------------------- the declared question

@@ -132,8 +132,9 @@ def answer_lines(record: StudyRecord, judgements: dict[int, Judgement] | None = 
             lines.append(f"  at {horizon} steps:")
         lines += [f"  {'  ' if several else ''}{look_sentence(judgement.latest[c], reference, question)}"
                   for c in record.points[1:] if c in judgement.latest]
-    if not judgement.stop:
-        lines.append("  (open: " + ", ".join(f"{c} wants {n} paired seeds" for c, n in judgement.wanted.items())
+    latest = judgements[max(judgements)]          # the horizon whose rounds run now, or ran last
+    if not latest.stop:
+        lines.append("  (open: " + ", ".join(f"{c} wants {n} paired seeds" for c, n in latest.wanted.items())
                      + ": the next replicate round trains them)")
     return lines
 

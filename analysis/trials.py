@@ -236,7 +236,8 @@ def read_record(stores) -> StudyRecord:
         trials.sort(key=lambda t: (t.number, t.repeat))
     # untagged runs (a study from before horizons) trained the first horizon, as tagged ones of it
     tagged = {int(t.tags[HORIZON]) for t in found[REPLICATE] if HORIZON in t.tags}
-    longest = [t for t in found[REPLICATE] if len(tagged) < 2 or t.tags.get(HORIZON) == str(max(tagged))]
+    at_longest = [len(tagged) < 2 or t.tags.get(HORIZON) == str(max(tagged)) for t in found[REPLICATE]]
     return StudyRecord(stores, {"run_id": parent.run_id, "params": dict(parent.params),
-                                "tags": dict(parent.tags)}, objectives, found[TRIAL], longest,
-                       [t for t in found[REPLICATE] if t not in longest])
+                                "tags": dict(parent.tags)}, objectives, found[TRIAL],
+                       [t for t, kept in zip(found[REPLICATE], at_longest) if kept],
+                       [t for t, kept in zip(found[REPLICATE], at_longest) if not kept])

@@ -16,9 +16,8 @@ from its last checkpoint to the next horizon in an extension round (the same see
 folder copied and trained on: trainables/ray_adapter.py) instead of buying seeds where every
 curve still falls; the shorter horizon's open comparisons end unresolved there. The longer
 horizon is judged afresh, its rounds adding seeds (trained from the start) while a comparison is
-open and nothing still improves. Each horizon
-is stated on its own ("at 1500 steps: ...; at 3000 steps: ..."), so an effect on how fast the
-values learn is told from one on where they end. Compared at equal compute, each value's steps
+open and nothing still improves. Each horizon is stated on its own ("at 1500 steps: ...; at 3000
+steps: ..."), so an effect on how fast the values learn is told from one on where they end. Compared at equal compute, each value's steps
 grow in proportion. The time limit ends the study without a longer horizon.
 
 Each round is its own Tune experiment (ray/NAME-replicates-rK) and is written to
@@ -37,15 +36,14 @@ from typing import Callable
 
 import yaml
 
-from analysis.layout import BUDGET_SPENT, COMPLETED, CONTINUED_FROM, FAILED, QUESTION, REPLICATE, RUNNING, TUNE_ID
+from analysis.layout import (BUDGET_SPENT, COMPLETED, CONFIG_HASH, CONTINUED_FROM, FAILED, QUESTION, REPLICATE,
+                             RUNNING, TUNE_ID, config_hash)
 from analysis.library_internals import TUNE_EXPERIMENT_STATE
 from analysis.sequential import Judgement
 from analysis.sequential_answer import (answer_lines, answer_tags, horizon_of, judgement_of, judgements_of,
                                         look_sentence, paired_differences, question_of, question_tag)
 from analysis.trials import StudyRecord, read_record
 from analysis.verdict import FALLING, improvement
-
-from analysis.layout import CONFIG_HASH, config_hash
 
 from .replicate_plan import make_plan, reseeded
 from .storage.stores import Stores

@@ -134,7 +134,8 @@ class Question:
         """The two-sided error rate each planned look of one comparison may spend: alpha / family
         (Bonferroni over the comparisons), spread over the looks by the spending function. They
         sum to alpha / family, so by the union bound every interval of every look of every
-        comparison (at every horizon: family from `family`) covers its true mean difference at once with probability >= confidence."""
+        comparison (at every horizon, with family from `family`) covers its true mean difference
+        at once with probability >= confidence."""
         if not _is_int(family) or family < 1:
             raise ValueError(f"family: expected an integer >= 1 (the comparisons judged), got {family!r}")
         spend, share = SPENDING[self.spending], self.alpha / family

@@ -1,6 +1,6 @@
 """The report's part for a study with a `question`: the answer's trajectory (each comparison's
-interval after each look at each horizon, with ±delta) and its decision table, and the runs its per-value
-figures draw (those the answer uses)."""
+interval after each look at each horizon, with ±delta) and its decision table, and the runs its
+per-value figures draw (those the answer uses)."""
 from __future__ import annotations
 
 import dataclasses

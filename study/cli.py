@@ -5,6 +5,7 @@ import argparse
 import errno
 import sys
 from pathlib import Path
+from typing import Sequence
 
 from study import quiet_environment, quiet_libraries
 from study.cluster.commands import add_cluster_commands, add_job_args
@@ -316,7 +317,7 @@ def escaped(text: str) -> str:
     return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
 
 
-def printable(message: str, given: list[str] = ()) -> str:
+def printable(message: str, given: Sequence[str] = ()) -> str:
     """`message` with what a terminal would not show as written (a control character or a line
     separator inside a name the user gave) escaped as Python writes it; its own line breaks kept,
     but not those inside a word of the command line (`given`) that it quotes."""

@@ -46,6 +46,7 @@ from analysis.trials import StudyRecord, read_record
 from analysis.verdict import FALLING, improvement
 
 from .replicate_plan import make_plan, reseeded
+from .spec import resolved
 from .storage.stores import Stores
 
 ROUNDS_FILE = "replicate_rounds.yaml"
@@ -83,7 +84,7 @@ def at_horizon(trial: dict, horizon: int, ladder: tuple[int, ...]) -> dict:
     """A plan's trial trained to `horizon` of the `ladder` instead of its own: its steps in
     proportion (compared at equal compute, each value has its own), tagged with the horizon."""
     steps = trial["config"]["training"]["train_steps"] * horizon // trial.get("horizon", ladder[0])
-    config = {**trial["config"], "training": {**trial["config"]["training"], "train_steps": steps}}
+    config = resolved(trial["config"], {"training.train_steps": steps})
     kept = {k: v for k, v in trial.items() if k not in ("continue_from", CONTINUED_FROM)}
     return {**kept, "config": config, CONFIG_HASH: config_hash(config), "horizon": horizon,
             "horizon_index": ladder.index(horizon)}

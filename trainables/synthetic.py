@@ -10,8 +10,9 @@ trial, the same run folder, report and checkpoint protocol, and a known answer.
 `shared` ~ N(0, synthetic.seed_sd) depends on the training seed alone, so configs trained on the
 same seed share it (common random numbers); `own` ~ N(0, synthetic.noise_sd) differs per config.
 Each evaluation sleeps synthetic.eval_s, which the answer does not depend on. With
-steps_to_learn set, the curve depends on the step alone, so a run continued to more steps goes
-on along the same curve (a longer horizon); slowdown_per_dilation makes s a learning-speed effect.
+steps_to_learn set, the curve's shape depends on the step alone, so a run continued to more steps
+goes on along it (a longer horizon), though its `own` noise is drawn again (training.train_steps
+is part of the config it is keyed on); slowdown_per_dilation makes s a learning-speed effect.
 """
 from __future__ import annotations
 

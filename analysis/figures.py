@@ -99,10 +99,13 @@ def curves_by_value(record: StudyRecord, param: str, path: Path) -> dict:
 def isolation(answer, path: Path) -> dict:
     """The objective of each compared value at its own best nuisance settings: every seed (dots),
     the mean and its 90% interval (or, with fewer than MIN_SEEDS seeds, the range); predicting 0
-    for scale. Two scientific parameters: a heat map of the means, the intervals as text."""
+    for scale where the objective is an error. A full grid of two scientific parameters: a heat
+    map of the means, the intervals as text."""
     groups = answer.shown                     # a plain study: its best configs, not all of them
     points = [dict(p.split("=", 1) for p in g.label.split()) for g in groups]
-    two = answer.scientific and len(points[0]) == 2 if points else False
+    keys = list(points[0]) if points else []
+    two = bool(answer.scientific and len(keys) == 2       # a full grid of two (not two points listed)
+               and len({p[keys[0]] for p in points}) * len({p[keys[1]] for p in points}) == len(points))
     plotted = {g.label: {"values": g.values, "mean": g.mean,
                          "interval": list(mean_interval(g.values)) if len(g.values) >= MIN_SEEDS else None}
                for g in groups}
@@ -119,7 +122,6 @@ def isolation(answer, path: Path) -> dict:
             ax.text(c, r, text, ha="center", va="center", fontsize=8)
         image = ax.imshow(grid, cmap="viridis_r" if answer.mode == "min" else "viridis")
         fig.colorbar(image, ax=ax, label=answer.metric)
-        keys = list(points[0])
         ax.set(xticks=range(len(cols)), xticklabels=cols, yticks=range(len(rows)), yticklabels=rows,
                xlabel=keys[1], ylabel=keys[0], title="each value at its own best nuisance settings")
     else:
@@ -133,7 +135,8 @@ def isolation(answer, path: Path) -> dict:
             low, high = plotted[group.label]["interval"] or (min(group.values), max(group.values))
             ax.errorbar([x], [group.mean], yerr=[[group.mean - low], [high - group.mean]], fmt="s", color="k",
                         capsize=5)
-        ax.axhline(PREDICT_ZERO, color="k", ls=":", lw=1, label="predicting 0")
+        if answer.metric.startswith("eval/err"):    # an error, normalised: predicting 0 scores about 1
+            ax.axhline(PREDICT_ZERO, color="k", ls=":", lw=1, label="predicting 0")
         ax.plot([], [], "o-", color="C0", alpha=0.5, label="one seed (lines join a seed across values)")
         ax.errorbar([], [], yerr=[], fmt="s", color="k", capsize=5,
                     label=f"mean, 90% interval ({MIN_SEEDS}+ seeds) or range")

@@ -7,6 +7,7 @@ run (ROLE=PARENT) and a child run per search trial (TRIAL) or seed replicate (RE
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 
 # MLflow tags of a study's runs
@@ -73,6 +74,22 @@ def table(rows: list[list[str]], header: list[str]) -> str:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip()
                      for r in [header, *rows])
+
+
+def scientific_points(scientific: dict | list | None) -> list[dict]:
+    """The points a study file's `scientific` compares, in order: a mapping {field: [values]} is
+    the grid of every combination (the first field varying slowest); a list of mappings
+    {field: value} is those points (fields that change together, e.g. a model family and its
+    depth). Empty without `scientific`."""
+    if isinstance(scientific, list):
+        return [dict(point) for point in scientific]
+    keys = list(scientific or {})
+    return [dict(zip(keys, values)) for values in itertools.product(*(scientific[k] for k in keys))] if keys else []
+
+
+def scientific_fields(scientific: dict | list | None) -> list[str]:
+    """The config fields a study file's `scientific` sets, in order."""
+    return list(dict.fromkeys(key for point in scientific_points(scientific) for key in point))
 
 
 def phase_study_name(study: str, point: str) -> str:

@@ -5,8 +5,9 @@ from pathlib import Path
 
 from . import figures, verdict
 from .depth_figure import test_time_depth
-from .layout import SCIENTIFIC, VERSIONED, fmt, long_label
+from .layout import SCIENTIFIC, VERSIONED, fmt, long_label, scientific_points
 from .nuisance_choice import choice_section
+from .probe_report import probe_section
 from .sequential_answer import answer_lines
 from .sequential_report import answered_runs, trajectory_section
 from .trials import StudyRecord
@@ -78,7 +79,7 @@ def write_report(record: StudyRecord, space_params: dict, study_file: str, out: 
         lines.append(f"| {t.name} | {t.state} | {fmt(t.value(metric)) if t.value(metric) is not None else '-'} "
                      f"| {t.steps} | {t.reason} |")
     lines.append("")
-    scientific = list(record.scientific) or [p for p in ranges if p in SCIENTIFIC]
+    scientific = drawn_fields(record.scientific) or [p for p in ranges if p in SCIENTIFIC]
     for param in scientific:
         name = f"curves_{param.rsplit('.', 1)[-1]}.png"
         data[name] = curves = figures.curves_by_value(drawn, param, out / name)
@@ -87,7 +88,9 @@ def write_report(record: StudyRecord, space_params: dict, study_file: str, out: 
         lines += [f"## Error vs in-context examples by {long_label(param)}", "",
                   f"Mean of {averaged}; the band spans the lowest to the highest seed.{missing}", "",
                   f"![]({name})", ""]
-    probes = figures.probe_by_state(record, out / "probe.png")
+    compared_probes = probe_section(record, result, out, data) if record.points and record.replicates else []
+    lines += compared_probes
+    probes = None if compared_probes else figures.probe_by_state(record, out / "probe.png")
     if probes:
         data["probe.png"] = probes
         lines += ["## Probe error per layer / loop iteration", "",
@@ -124,6 +127,19 @@ def write_report(record: StudyRecord, space_params: dict, study_file: str, out: 
     lines += _replicate_section(record, out, data)
     (out / "report.md").write_text("\n".join(lines))
     return data
+
+
+def drawn_fields(scientific: dict | list) -> list[str]:
+    """The compared fields the report draws per value: every field of a grid; of listed points,
+    each field that groups the points in a way no earlier field does (a model family's depth
+    changes with the family: one figure)."""
+    points, fields, groupings = scientific_points(scientific), [], set()
+    for key in dict.fromkeys(k for point in points for k in point):
+        grouping = tuple(tuple(i for i, p in enumerate(points) if p.get(key) == point.get(key)) for point in points)
+        if isinstance(scientific, dict) or grouping not in groupings:
+            fields.append(key)
+            groupings.add(grouping)
+    return fields
 
 
 IMPORTANCE_TRIALS = 10      # completed trials before parameter importances are drawn

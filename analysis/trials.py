@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import itertools
 import json
 import posixpath
 import sqlite3
@@ -24,7 +23,8 @@ from trainables.config import Config, from_dict
 from trainables.errors import ConfigError, UserError
 
 from .layout import (CONFOUNDS, HORIZON, NUMBER, PARENT, POINT, POINTS, REASON, REPEAT, REPLICATE, ROLE, RUNNING,
-                     SAMPLED, SCIENTIFIC_VALUES, STATE, STEPS, TRIAL, params_text, phase_study_name)
+                     SAMPLED, SCIENTIFIC_VALUES, STATE, STEPS, TRIAL, params_text, phase_study_name,
+                     scientific_points)
 from .mlflow_sqlite import RunRow, read_runs, sqlite_file
 
 if TYPE_CHECKING:
@@ -89,9 +89,10 @@ class StudyRecord:
         return self.stores.optuna_study(phase_study_name(self.name, point))
 
     @functools.cached_property
-    def scientific(self) -> dict:
-        """The compared parameters and their values; {} in a study without `scientific` (read
-        from the parent run's tag, or its study.yaml artifact where the tag is missing)."""
+    def scientific(self) -> dict | list:
+        """The compared parameters and their values, as the study file gives them (a grid or a
+        list of points: study/design.py); {} in a study without `scientific` (read from the
+        parent run's tag, or its study.yaml artifact where the tag is missing)."""
         if SCIENTIFIC_VALUES in self.parent["tags"]:
             return json.loads(self.parent["tags"][SCIENTIFIC_VALUES])
         with tempfile.TemporaryDirectory() as tmp:
@@ -103,8 +104,7 @@ class StudyRecord:
         """The scientific points' labels in the order listed (the first is the reference)."""
         if POINTS in self.parent["tags"]:
             return json.loads(self.parent["tags"][POINTS])
-        keys, values = list(self.scientific), list(self.scientific.values())
-        return [params_text(dict(zip(keys, v))) for v in itertools.product(*values)] if keys else []
+        return [params_text(point) for point in scientific_points(self.scientific)]
 
     @property
     def confounds(self) -> list[str]:

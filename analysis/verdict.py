@@ -12,10 +12,12 @@ MIN_SEEDS seeds no interval is given: the seeds, their range and n.
 Guards, each a sentence that replaces the winner:
 - learning: the best mean error must be at most LEARNED_RATIO of the better trivial predictor
   (predicting 0 scores about 1; averaging, from the runs' own baselines): the objective's when
-  it is an error (eval/err_*), else, for a test-time-depth measure (a ratio of errors, a state
-  change: meaningless from a model that learned nothing), the same runs' eval/err_last;
-- still falling: the best runs' objective improved by more than FALLING (relative) over their
-  last evaluation interval: the ranking may change with more steps;
+  it is an error (eval/err_*), else, for a measure of how a model computes (a test-time-depth
+  ratio or state change, a probe measure: meaningless from a model that learned nothing), the
+  same runs' eval/err_last, and then for every compared value, not only the best;
+- still falling: the best runs' objective (a measure of how a model computes: their
+  eval/err_last) improved by more than FALLING (relative) over their last evaluation interval:
+  the ranking may change with more steps;
 - confounds: what the compared values' runs train differently besides the values themselves
   (the loop counts the curriculum reaches, the steps, the final dims and points).
 Beside the answer, not a guard: what the comparison means for the values' training compute
@@ -30,7 +32,7 @@ from dataclasses import dataclass, field
 from trainables.config import Config
 
 from .confounds import compute_comparison, confounds
-from .layout import COMPARE_AT, EQUAL_STEPS, QUESTION, SCIENTIFIC, fmt, short_label
+from .layout import COMPARE_AT, EQUAL_STEPS, QUESTION, SCIENTIFIC, fmt, scientific_fields, short_label
 from .trials import StudyRecord, Trial
 
 MIN_SEEDS = 5           # fewer: show the seeds and their range, not an interval
@@ -125,7 +127,7 @@ def groups(record: StudyRecord) -> list[Group]:
             key = label = trial.point
         if key not in found:
             label = label if label not in labels else f"{label} ({trial.name.split()[0]})"
-            nuisance = {k: v for k, v in trial.sampled.items() if k != "training.seed" and k not in record.scientific}
+            nuisance = {k: v for k, v in trial.sampled.items() if k != "training.seed" and k not in scientific_fields(record.scientific)}
             found[key] = Group(label, [], metric, nuisance)
             labels.add(label)
         found[key].runs.append(trial)
@@ -227,28 +229,37 @@ def _improvement(history: list[tuple[int, float]], mode: str) -> float | None:
 
 # objectives that are no error but a measure of test-time depth: judged learned on eval/err_last
 DEPTH_MEASURES = ("eval/extrapolation_ratio", "eval/state_change_at_b", "eval/last_state_change")
+PROBE = "probe/"            # a probe measure: what a trained model's states decode (trainables/probing.py)
 
 
-def _learned_error(record: StudyRecord, best: Group, metric: str, mode: str) -> tuple[str, float] | None:
-    """(the error metric the learning guard judges `best` on, its mean over best's runs), or None
-    where no error applies (a probe metric, a maximised one, the loss, a speed)."""
+def measures_a_model(metric: str) -> bool:
+    """Whether `metric` describes how a trained model computes (a test-time-depth measure, a
+    probe measure) rather than how well it does: it means nothing of a model that did not learn,
+    so every compared value must have learned, and it is judged still improving on its training
+    error (eval/err_last), not on itself (a probe's own curve is its fitting)."""
+    return metric in DEPTH_MEASURES or metric.startswith(PROBE)
+
+
+def _learned_error(record: StudyRecord, group: Group, metric: str, mode: str) -> tuple[str, float] | None:
+    """(the error metric the learning guard judges `group` on, its mean over the group's runs), or
+    None where no error applies (a maximised metric, the loss, a speed)."""
     if metric.startswith("eval/err") and mode == "min":
-        return metric, best.mean
-    if metric not in DEPTH_MEASURES:
+        return metric, group.mean
+    if not measures_a_model(metric):
         return None
-    errors = [(record.artifact_json(t, "summary.json") or {}).get("eval/err_last") for t in best.runs]
+    errors = [(record.artifact_json(t, "summary.json") or {}).get("eval/err_last") for t in group.runs]
     return ("eval/err_last", statistics.fmean(errors)) if None not in errors else None
 
 
-def learning_problems(record: StudyRecord, best: Group) -> list[str]:
-    """Why `best` may not be called a learned result: no better than trivial predictors, or
-    its curves were still improving at the last step."""
+def learning_problems(record: StudyRecord, group: Group, which: str = "best") -> list[str]:
+    """Why `group` (the `which` one: "best", or a compared value) may not be called a learned
+    result: no better than trivial predictors, or its curves were still improving at the last step."""
     metric, mode = record.objectives[0]
     problems = []
-    judged = _learned_error(record, best, metric, mode)
+    judged = _learned_error(record, group, metric, mode)
     if judged:
         error, mean = judged
-        summary = record.artifact_json(best.runs[0], "summary.json") or {}
+        summary = record.artifact_json(group.runs[0], "summary.json") or {}
         # the averaging baseline's error at the same place: the last point, or over all points
         averaging = summary.get("baselines", {}).get("averaging", {}).get("err_mean" if error == "eval/err_mean"
                                                                          else "err_last")
@@ -256,21 +267,31 @@ def learning_problems(record: StudyRecord, best: Group) -> list[str]:
         if mean > LEARNED_RATIO * trivial:
             what = "predicting 0 (about 1)" + (f" and averaging ({fmt(averaging)})" if averaging is not None else "")
             of = f" (of the runs whose {metric} is compared)" if error != metric else ""
-            problems.append(f"not learned: the best mean {error}{of} {fmt(mean)} is not clearly below "
+            subject = f"the {which} mean {error}" if which == "best" else f"the mean {error} of {which}"
+            problems.append(f"not learned: {subject}{of} {fmt(mean)} is not clearly below "
                             f"{what}: more than {LEARNED_RATIO:.0%} of {fmt(trivial)}")
-    change = improvement(record, best.runs)
+    change = improvement(record, group.runs)
     if change is not None and change[0] > FALLING:
-        step = best.runs[0].steps
-        problems.append(f"still improving at step {step}: {metric} of {best.label} changed by "
+        step = group.runs[0].steps
+        problems.append(f"still improving at step {step}: {improving_metric(record)} of {group.label} changed by "
                         f"{change[0]:.0%} over its last evaluation interval (mean of "
                         f"{change[1]} runs): the ranking may change with more steps")
     return problems
 
 
+def improving_metric(record: StudyRecord) -> str:
+    """What "still improving" is judged on: the objective, or for a measure of how a model
+    computes, the model's training error (eval/err_last)."""
+    metric = record.objectives[0][0]
+    return "eval/err_last" if measures_a_model(metric) else metric
+
+
 def improvement(record: StudyRecord, runs: list[Trial]) -> tuple[float, int] | None:
-    """(mean relative improvement of the objective over the runs' last evaluation interval, the
-    runs it is the mean of); None when no run has two evaluations. More than FALLING: still improving."""
-    metric, mode = record.objectives[0]
+    """(mean relative improvement of improving_metric over the runs' last evaluation interval,
+    the runs it is the mean of); None when no run has two evaluations. More than FALLING: still
+    improving."""
+    metric = improving_metric(record)
+    mode = record.objectives[0][1] if metric == record.objectives[0][0] else "min"
     changes = [c for c in (_improvement(record.metric_history(t, metric), mode) for t in runs) if c is not None]
     return (statistics.fmean(changes), len(changes)) if changes else None
 
@@ -373,8 +394,11 @@ def answer(record: StudyRecord) -> Answer:
     configs = compared_configs(record)
     result.compute = compute_comparison(configs, compare_at)
     result.problems += [f"confounded: {p}" for p in confounds(configs, compare_at)]
-    best = result.replicate_best
-    result.problems += learning_problems(record, best)
+    if result.scientific and measures_a_model(metric):     # compared only where every value learned
+        for group in found:
+            result.problems += learning_problems(record, group, group.label)
+    else:
+        result.problems += learning_problems(record, result.replicate_best)
     return result
 
 

@@ -2,7 +2,8 @@
 Playbook): the `scientific` parameters are compared, the space holds the nuisance parameters,
 which are tuned separately for each scientific value, everything else is held fixed.
 
-Each point of the scientific grid (the product of the listed values, in their order) is one
+Each compared point (the grid of the values listed per field, or the points listed, e.g.
+[{model.family: standard, model.n_layer: 6}, {model.family: looped, model.n_layer: 1}]) is one
 phase with its own Optuna study (`NAME[s=1]`) and its own Tune experiment, and gets the same
 budget; its best nuisance config is then replicated on seeds that every point shares. A study
 without `scientific` is one phase named "" (its Optuna study is NAME).
@@ -15,10 +16,9 @@ training steps, set so that its total training FLOPs match the first point's.
 """
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 
-from analysis.layout import params_text, phase_study_name
+from analysis.layout import params_text, phase_study_name, scientific_points
 from trainables.config import Config, ConfigError, apply_overrides, from_dict, load_config
 from trainables.flops import equal_compute_steps
 from trainables.schema import coerce
@@ -50,27 +50,52 @@ class Phase:
         return f"{study}-{self.label.replace(' ', '_')}" if self.label else study
 
 
-def phases(scientific: dict[str, list], train_steps: dict[str, int] | None = None) -> list[Phase]:
-    """One phase per point of the scientific grid, in the order listed; one plain phase without.
-    `train_steps`: label -> that point's training steps (a comparison at equal compute)."""
-    if not scientific:
+def phases(scientific: dict | list, train_steps: dict[str, int] | None = None) -> list[Phase]:
+    """One phase per compared point (the grid of a mapping, or the listed points), in order; one
+    plain phase without. `train_steps`: label -> that point's training steps (equal compute)."""
+    points = scientific_points(scientific)
+    if not points:
         return [Phase("", {})]
-    keys = list(scientific)
-    labelled = [(params_text(dict(zip(keys, values))), dict(zip(keys, values)))
-                for values in itertools.product(*(scientific[k] for k in keys))]
-    return [Phase(label, point, (train_steps or {}).get(label), index)
-            for index, (label, point) in enumerate(labelled, 1)]
+    return [Phase(params_text(point), point, (train_steps or {}).get(params_text(point)), index)
+            for index, point in enumerate(points, 1)]
 
 
-def point_configs(scientific: dict[str, list], base: str, overrides: dict) -> dict[str, Config]:
+def check_scientific(scientific: dict | list) -> None:
+    """ConfigError naming the part of `scientific` that is not a mapping {field: [distinct plain
+    values]} or a list of mappings {field: plain value} that all set the same fields, or whose
+    points would share a label (a label names a phase's Optuna study and runs)."""
+    if isinstance(scientific, list):
+        if not scientific:
+            raise ConfigError("'scientific' must list at least one point {field: value, ...}, got []")
+        fields = None
+        for i, point in enumerate(scientific):
+            if not isinstance(point, dict) or not point:
+                raise ConfigError(f"'scientific[{i}]' must be a mapping {{field: value, ...}} (one compared "
+                                  f"point), got {point!r}")
+            fields = fields or list(point)
+            if set(point) != set(fields):
+                raise ConfigError(f"'scientific[{i}]' sets {sorted(point)}, but 'scientific[0]' sets "
+                                  f"{sorted(fields)}: every point must set the same fields")
+            for key, value in point.items():
+                if isinstance(value, (dict, list)):
+                    raise ConfigError(f"'scientific[{i}].{key}' must be a plain value, got {value!r}")
+    else:
+        for key, values in scientific.items():
+            coerce(f"scientific.{key}", list, values)
+            if not values or len(set(map(repr, values))) != len(values) or any(
+                    isinstance(v, (dict, list)) for v in values):
+                raise ConfigError(f"'scientific.{key}' must be a non-empty list of distinct plain values, "
+                                  f"got {values!r}")
+    labels = [phase.label for phase in phases(scientific)]
+    for i, label in enumerate(labels):
+        if label in labels[:i]:
+            raise ConfigError(f"'scientific': two compared points are both {label!r}; each point must differ")
+
+
+def point_configs(scientific: dict | list, base: str, overrides: dict) -> dict[str, Config]:
     """Each phase's config before the nuisance draws (base, overrides, then the point);
     ConfigError naming the point that does not make a valid config."""
-    for key, values in scientific.items():
-        coerce(f"scientific.{key}", list, values)
-        if not values or len(set(map(repr, values))) != len(values) or any(
-                isinstance(v, (dict, list)) for v in values):
-            raise ConfigError(f"'scientific.{key}' must be a non-empty list of distinct plain values, "
-                              f"got {values!r}")
+    check_scientific(scientific)
     configs = {}
     for phase in phases(scientific):
         try:
@@ -80,7 +105,7 @@ def point_configs(scientific: dict[str, list], base: str, overrides: dict) -> di
     return configs
 
 
-def compared_configs(scientific: dict[str, list], space, base: str, overrides: dict) -> dict[str, Config]:
+def compared_configs(scientific: dict | list, space, base: str, overrides: dict) -> dict[str, Config]:
     """The configs the study compares: each scientific point's; without `scientific`, each value
     of every categorical scientific-looking parameter the space searches (the others at the
     base's values), so that a plain study of s is checked for confounds too."""

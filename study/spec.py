@@ -7,7 +7,9 @@ Everything is validated here, before Ray starts; every error names the file and 
     base: seed_dilation_cpu               # preset name or config YAML path; a list of them is
                                           # searched as one more categorical ("base")
     overrides: {training.train_steps: 600}
-    scientific: {training.loop_dilation: [1, 2, 3, 4]}   # optional: the values compared (study/design.py)
+    scientific: {training.loop_dilation: [1, 2, 3, 4]}   # optional: the values compared (study/design.py);
+                                          # or a list of points, fields that change together:
+                                          # [{model.family: standard, model.n_layer: 6}, ...]
     compare_at: equal_steps               # or equal_compute: each value's training.train_steps
                                           # scaled so its training FLOPs match the first value's
     space: dilation                       # a shipped space, or an inline mapping (the nuisance
@@ -40,7 +42,7 @@ from trainables.config import Config, ConfigError, apply_overrides, from_dict, l
 from trainables.schema import build, did_you_mean, read_yaml
 
 from analysis.confounds import compute_comparison, confounds
-from analysis.layout import EQUAL_COMPUTE, EQUAL_STEPS
+from analysis.layout import EQUAL_COMPUTE, EQUAL_STEPS, scientific_fields
 from analysis.sequential_plan import HorizonBudget, Question
 
 from . import design
@@ -134,7 +136,7 @@ class StudyFile:
     sampler: Literal["tpe", "random", "brute_force"] = "tpe"
     sampler_seed: int | None = None
     storage: Storage = field(default_factory=Storage)
-    scientific: dict | None = None
+    scientific: dict | list[dict] | None = None
     compare_at: Literal["equal_steps", "equal_compute"] = EQUAL_STEPS
     question: dict | None = None      # sequential replicate rounds (study/replicate_rounds.py)
 
@@ -157,6 +159,9 @@ class StudyFile:
                                 "one seed would prune its whole config; drop the scheduler or search the seed instead")
         if self.sampler_seed is not None and not 0 <= self.sampler_seed < 2**32:
             yield "sampler_seed", f"must be in [0, 2**32), got {self.sampler_seed}"
+        if self.scientific is not None and not self.scientific:
+            yield "scientific", ("is empty: give the values compared ({field: [values]}, or a list of "
+                                 "points [{field: value}, ...]), or leave it out")
         if self.scientific and isinstance(self.base, list) and len(self.base) > 1:
             yield "scientific", "needs a single 'base'"
         if self.compare_at == EQUAL_COMPUTE and not self.scientific:
@@ -183,7 +188,7 @@ class StudySpec:
     sampler_seed: int | None = None
     storage: Storage = field(default_factory=Storage)
     source: dict = field(default_factory=dict)     # the file's mapping, as written
-    scientific: dict = field(default_factory=dict)  # dotted field -> the values compared
+    scientific: dict | list = field(default_factory=dict)  # as the file gives it: study/design.py
     compared: dict[str, Config] = field(default_factory=dict)   # label -> config (study/design.py)
     confounds: list[str] = field(default_factory=list)          # what else differs between them
     compare_at: str = EQUAL_STEPS
@@ -309,9 +314,13 @@ def _compared_configs(file: StudyFile, space, configs: dict[str, Config], where:
     """Each scientific value's config (study/design.py), its steps scaled at equal compute;
     checked against the space and, at equal steps, for one step count."""
     scientific, base = file.scientific or {}, next(iter(configs))
-    _check(where, not set(scientific) & set(space.params),
-           f"'scientific' and 'space' both hold {sorted(set(scientific) & set(space.params))}: a parameter "
-           "is either compared (scientific) or tuned (space)")
+    try:
+        design.check_scientific(scientific)
+    except ConfigError as exc:
+        raise StudyError(f"{where}: {exc}") from None
+    both = set(scientific_fields(scientific)) & set(space.params)
+    _check(where, not both, f"'scientific' and 'space' both hold {sorted(both)}: a parameter is either "
+                            "compared (scientific) or tuned (space)")
     try:
         compared = design.compared_configs(scientific, space, base, file.overrides)
         for point in design.phases(scientific) if scientific else []:

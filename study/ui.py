@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlencode
 
-from analysis.layout import B_TRAINED, PARENT, REASON, ROLE, STATE, STEPS
+from analysis.layout import B_TRAINED, PARENT, REASON, ROLE, STATE, STEPS, scientific_fields
 
 from .cluster.mlflow_server import LEAN_ENV, mlflow_server_command, run_until_signal
 from .errors import StudyError
@@ -42,7 +42,7 @@ def column(kind: str, key: str) -> str:
 
 def shown_params(spec: StudySpec) -> list[str]:
     """The compared and searched config fields, then the seed (once each)."""
-    keys = [*spec.scientific, *spec.space.searched, "training.seed"]
+    keys = [*scientific_fields(spec.scientific), *spec.space.searched, "training.seed"]
     return [k for i, k in enumerate(keys) if "." in k and k not in keys[:i]]
 
 

@@ -33,6 +33,19 @@ def test_each_scientific_point_is_a_phase_with_its_own_optuna_study():
     assert two.phases[1].point == {"training.n_loop_window": 2, "curriculum.loops.end": 20}
 
 
+def test_listed_points_compare_fields_that_change_together():
+    family = [{"model.family": "standard", "model.n_layer": 4}, {"model.family": "looped", "model.n_layer": 1}]
+    spec = study(scientific=family, scheduler=None)
+    assert [p.label for p in spec.phases] == ["family=standard L=4", "family=looped L=1"]
+    assert [p.point for p in spec.phases] == family
+    assert {label: (c.model.family, c.model.n_layer) for label, c in spec.compared.items()} == {
+        "family=standard L=4": ("standard", 4), "family=looped L=1": ("looped", 1)}
+    assert spec.confounds == []          # the loop facts of the looped model have no standard twin
+    grid = study(scientific={"training.n_loop_window": [2, 4]}, scheduler=None)
+    listed = study(scientific=[{"training.n_loop_window": 2}, {"training.n_loop_window": 4}], scheduler=None)
+    assert [(p.label, p.point) for p in listed.phases] == [(p.label, p.point) for p in grid.phases]
+
+
 def test_the_point_is_drawn_into_every_trial_of_its_phase():
     import optuna
 
@@ -48,6 +61,17 @@ def test_the_point_is_drawn_into_every_trial_of_its_phase():
     ({"scientific": {"training.loop_dilation": [1, 1]}}, "distinct"),
     ({"scientific": {"training.loop_dilaton": [1]}}, "did you mean 'training.loop_dilation'"),
     ({"scientific": {"training.loop_dilation": [1, 5]}}, r"'scientific' point s=5: 'curriculum.loops.start' \(13\) is below"),
+    ({"scientific": []}, "'scientific' is empty"),
+    ({"scientific": {}}, "'scientific' is empty"),
+    ({"scientific": [{"training.loop_dilation": 1}, 2]}, r"'scientific\[1\]' must be a mapping"),
+    ({"scientific": [{"training.loop_dilation": 1}, {}]}, r"'scientific\[1\]' must be a mapping"),
+    ({"scientific": [{"training.loop_dilation": 1}, {"training.n_loop_window": 2}]},
+     r"'scientific\[1\]' sets \['training.n_loop_window'\], but 'scientific\[0\]' sets \['training.loop_dilation'\]"),
+    ({"scientific": [{"training.loop_dilation": [1, 2]}]}, r"'scientific\[0\].training.loop_dilation' must be a plain value"),
+    ({"scientific": [{"training.loop_dilation": 2}, {"training.loop_dilation": 2}]}, "two compared points are both 's=2'"),
+    ({"scientific": [{"training.learning_rate": 1e-3}]}, "'scientific' and 'space' both hold"),
+    ({"scientific": [{"training.loop_dilation": 1}, {"training.loop_dilation": 5}]},
+     r"'scientific' point s=5: 'curriculum.loops.start' \(13\) is below"),
     ({"replicates": {"seeds": 5, "top_k": 2}}, "each value's best nuisance config is replicated"),
     ({"scheduler": {"grace_period": 250}}, r"before the curriculum completes at step 400 \(curriculum.loops reaches "
                                            r"its end then for seed_dilation_cpu\).*set scheduler.grace_period >= 500"),
@@ -91,3 +115,16 @@ def test_shipped_science_studies_compare_only_the_dilation():
     assert science.question.seeds.start >= 4 and science.resources.cpu == 1
     assert science.question.horizon.ladder() == (1500, 3000)
     assert science.scheduler is None              # no early stopping: each s's rate chosen at the final step
+
+
+def test_the_shipped_probe_study_compares_the_families_on_one_training():
+    spec = read_study_file(STUDIES / "probe_cpu.yaml")
+    assert spec.trainable == "probe" and [p.label for p in spec.phases] == ["family=standard L=6", "family=looped L=1"]
+    standard, looped = spec.compared.values()
+    assert (standard.model.family, looped.model.family) == ("standard", "looped")
+    assert standard.model.n_embd == looped.model.n_embd                       # matched in width
+    for section in ("training", "curriculum", "task", "probe"):             # the same training and probes
+        assert getattr(standard, section) == getattr(looped, section), section
+    assert spec.confounds == [] and spec.space.params["training.seed"].choices == (0,)   # nothing tuned
+    assert list(spec.space.params) == ["training.seed"]
+    assert spec.question is not None and standard.probe.control           # paired seeds, control probes

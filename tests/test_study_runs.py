@@ -222,43 +222,54 @@ def test_replicates_rerun_the_best_configs_with_fresh_seeds_after_an_interrupt(t
     assert all(r.info.run_name in status for r in replicas)
 
 
-def test_probe_study_compares_standard_and_looped(tmp_path):
-    """trainable: probe over two bases: each trial trains, then probes every state; the report
-    draws the seed's Figure 1 from the trials' probe summaries."""
-    bases = ["paper_linear_regression_standard_cpu", "paper_linear_regression_looped_cpu"]
-    probing = {"probe.steps": 20, "probe.eval_every": 10, "probe.batch_size": 64, "probe.hidden": 16,
-               "probe.control": True}
-    path = write_study(tmp_path, "probes", trainable="probe", base=bases, scheduler=None,
-                       sampler="brute_force", overrides={**TINY, "training.train_steps": 30, **probing},
-                       space={"training.seed": {"categorical": [0]}},
-                       objectives=[{"metric": "probe/err_min", "mode": "min"}],
-                       budget={"num_samples": 2, "max_concurrent": 2})
-    done = cli("run", str(path), cwd=tmp_path)
-    assert done.returncode == 0, done.stdout + done.stderr
-    study, client, _, children = assert_accounted(tmp_path / "probes", "probes", 2, "probe/err_min")
-    assert sorted(t.params["base"] for t in study.trials) == sorted(bases)
-    for run in children:
-        trial = study.trials[int(run.data.tags["optuna_trial"])]
-        standard = trial.params["base"] == bases[0]
-        assert run.data.params["model.family"] == ("standard" if standard else "looped")
-        assert run.data.tags["state"] == "completed" and run.data.tags["steps"] == "50"   # 30 + 20
-        assert [m.step for m in client.get_metric_history(run.info.run_id, "eval/err_last")] == [10, 20, 30]
-        probe_err = client.get_metric_history(run.info.run_id, "probe/err_min")
-        assert [m.step for m in probe_err] == [40, 50] and trial.value == pytest.approx(probe_err[-1].value)
-        assert {"probe/probe.png", "probe/summary.json"} <= {a.path for a in client.list_artifacts(run.info.run_id, "probe")}
-
-    report = cli("report", "probes", "--results-root", str(tmp_path), cwd=tmp_path)
-    assert report.returncode == 0, report.stderr
-    from analysis.figures import probe_by_state
+def test_probe_study_compares_the_model_families_on_paired_seeds(tmp_path):
+    """trainable: probe with the model family `scientific` (listed points: a family and its
+    depth change together): each trial trains, then probes every state; both families'
+    replicates share their seeds; the report draws Figure 1 per seed with the controls and the
+    probe measures per family, and the learning guard judges each family (these tiny models
+    learn nothing in 30 steps: the answer names both)."""
+    from analysis.probe_report import figure_per_seed, probed_runs
     from analysis.trials import read_record
+    from analysis.verdict import answer
     from study.storage.stores import Stores
 
+    family = [{"model.family": "standard", "model.n_layer": 2}, {"model.family": "looped", "model.n_layer": 1}]
+    labels = ["family=standard L=2", "family=looped L=1"]
+    probing = {"probe.steps": 20, "probe.eval_every": 10, "probe.batch_size": 64, "probe.hidden": 16,
+               "probe.control": True}
+    path = write_study(tmp_path, "probes", trainable="probe", scheduler=None, sampler="brute_force",
+                       overrides={**TINY, "training.train_steps": 30, **probing}, scientific=family,
+                       space={"training.seed": {"categorical": [0]}},
+                       objectives=[{"metric": "probe/late_rise_tail", "mode": "min"}],
+                       budget={"num_samples": 1, "max_concurrent": 2}, question={"seeds": {"start": 2, "max": 2}})
+    done = cli("run", str(path), cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
     record = read_record(Stores(tmp_path / "probes", "probes"))
-    shown = probe_by_state(record, tmp_path / "probe.png")["series"]
-    assert sorted(s["family"] for s in shown.values()) == ["looped", "standard"]
-    for trial in record.trials:
-        series = shown[trial.name]
-        states = trial.config.model.n_layer + 1 if series["family"] == "standard" else trial.config.loop_budget + 1
-        assert len(series["err"]) == len(series["control_err"]) == states
-        assert trial.value("probe/err_min") == pytest.approx(min(series["err"]))
-    assert "## Probe error per layer / loop iteration" in (tmp_path / "probes" / "report" / "report.md").read_text()
+    assert record.points == labels and len(record.trials) == 2 and len(record.replicates) == 4
+    client = MlflowClient(f"sqlite:///{tmp_path / 'probes' / 'mlflow.db'}")
+    for run in record.trials + record.replicates:
+        assert run.state == "completed" and run.steps == 50                  # 30 training + 20 probe steps
+        assert (run.config.model.family, run.config.model.n_layer) == {
+            labels[0]: ("standard", 2), labels[1]: ("looped", 1)}[run.point]
+        history = client.get_metric_history(run.run_id, "probe/late_rise_tail")
+        assert [m.step for m in history] == [40, 50] and run.value("probe/late_rise_tail") == history[-1].value
+    result = answer(record)
+    probed = probed_runs(record, result)
+    assert list(probed) == labels and sorted(probed[labels[0]]) == sorted(probed[labels[1]])   # paired seeds
+    drawn = figure_per_seed(probed, tmp_path / "probe_per_seed.png")
+    for label, by_seed in drawn.items():
+        for seed, series in by_seed.items():
+            run, = [r for r in record.replicates if r.point == label and r.seed == seed]
+            states = run.config.model.n_layer + 1 if label == labels[0] else run.config.loop_budget + 1
+            assert len(series["err"]) == len(series["control_err"]) == states
+            assert probed[label][seed]["probe/late_rise_tail"] == pytest.approx(run.value("probe/late_rise_tail"))
+    not_learned = [p for p in result.problems if p.startswith("not learned")]
+    assert [p.split(" (of the runs")[0] for p in not_learned] == [
+        f"not learned: the mean eval/err_last of {label}" for label in labels], result.problems
+    assert f"no winner named: not learned: the mean eval/err_last of {labels[0]}" in done.stdout
+    report = (tmp_path / "probes" / "report" / "report.md").read_text()
+    for line in ("## Probe error per layer / loop iteration, per seed", "![](probe_per_seed.png)",
+                 f"| measure | {labels[0]} | {labels[1]} |", f"| measure | {labels[1]} - {labels[0]} |",
+                 "| probe/selectivity | ", "## Error vs in-context examples by model.family"):
+        assert line in report, line
+    assert "curves_n_layer.png" not in report             # the depth changes with the family: one figure

@@ -118,3 +118,57 @@ def test_the_learning_guard_judges_an_error(metric, err_last, not_learned):
     summaries = SummaryRecord(base, err_last)
     problems = learning_problems(summaries, groups(summaries)[0])
     assert (any(p.startswith(not_learned) for p in problems) if not_learned else problems == []), problems
+
+
+class PerValueRecord(StudyRecord):
+    """A record whose runs' summary.json hold each value's `err_last`, with per-metric histories."""
+
+    def __init__(self, record: StudyRecord, err_last: dict[str, float], histories: dict[str, list] | None = None):
+        super().__init__(None, record.parent, record.objectives, [], record.replicates)
+        self.err_last, self.histories = err_last, histories or {}
+
+    def artifact_json(self, trial, name):
+        return {"eval/err_last": self.err_last[trial.point], "baselines": {"averaging": {"err_last": 0.9}}}
+
+    def metric_history(self, trial, metric):
+        return self.histories.get(metric, [])
+
+
+def probe_record(objective: str, err_last: dict[str, float], histories=None) -> StudyRecord:
+    base = record({"s=1": dict.fromkeys(SEEDS, 0.02), "s=2": dict.fromkeys(SEEDS, 0.30)})
+    for run in base.replicates:
+        run.objectives = {objective: run.objectives.pop("eval/err_last")}
+    base.objectives = [(objective, "min")]
+    return PerValueRecord(base, err_last, histories)
+
+
+def guards(record: StudyRecord) -> list[str]:
+    """The answer's learning and still-improving problems (seed_dilation_cpu's s=2 also trains
+    other loop counts: a confound, not what these tests are about)."""
+    from analysis.verdict import answer
+
+    return [p for p in answer(record).problems if not p.startswith("confounded:")]
+
+
+def test_a_probe_measure_is_compared_only_where_every_value_learned():
+    # s=1 has the best probe measure but its model learned nothing: a probe of it means nothing
+    assert guards(probe_record("probe/late_rise_tail", {"s=1": 0.95, "s=2": 0.1})) == [
+        "not learned: the mean eval/err_last of s=1 (of the runs whose probe/late_rise_tail is compared) 0.95 is "
+        "not clearly below predicting 0 (about 1) and averaging (0.9): more than 75% of 0.9"]
+    problems = guards(probe_record("probe/late_rise_tail", {"s=1": 0.1, "s=2": 0.95}))
+    assert len(problems) == 1 and problems[0].startswith("not learned: the mean eval/err_last of s=2"), problems
+    assert guards(probe_record("probe/late_rise_tail", {"s=1": 0.1, "s=2": 0.2})) == []
+    # an error objective: the best value is judged, as before (s=2's unlearned model is a result)
+    assert guards(probe_record("eval/err_last", {"s=1": 0.02, "s=2": 0.95})) == []
+
+
+def test_a_probe_measure_is_still_improving_when_its_models_still_learn():
+    falling = [(250, 0.40), (500, 0.20)]            # the training error halves over the last interval
+    settled = [(250, 0.20), (500, 0.199)]
+    learned = {"s=1": 0.1, "s=2": 0.2}
+    problems = guards(probe_record("probe/late_rise_tail", learned, {"eval/err_last": falling}))
+    assert [p.split(" changed")[0] for p in problems] == ["still improving at step 100: eval/err_last of s=1",
+                                          "still improving at step 100: eval/err_last of s=2"], problems
+    # a probe measure's own history is its probes' fitting, not the model's training: not judged
+    assert guards(probe_record("probe/late_rise_tail", learned, {"eval/err_last": settled,
+                                                                 "probe/late_rise_tail": falling})) == []

@@ -1,7 +1,10 @@
 """How each compared value's nuisance config was chosen, and what ASHA had stopped before it.
 
 The rule (study/replicate_plan.py): of a value's search trials, the one with the best objective
-among those trained to the last step on the search's seeds; a trial ASHA stopped is no candidate.
+among those trained to the last step (with `seeds_per_config` > 1, the mean over its seeds); a
+trial ASHA stopped is no candidate. On one seed per config a seed outlier can decide the choice
+alone: the report says so, and re-checks each choice on its replicates (fresh seeds, the same
+steps): a search value better than every replicate was a lucky draw.
 ASHA stops a trial at a rung when its value there is below the rung's best so far, so a config
 that starts slowly can be stopped although it would have ended best (the short-horizon bias of
 successive halving). This module puts each stopped trial beside the chosen one at the step it
@@ -46,16 +49,39 @@ def choice_rows(record: StudyRecord, history: History | None = None) -> list[dic
     return rows
 
 
+def lucky_choices(record: StudyRecord) -> list[str]:
+    """Per compared value whose chosen config's search value is better than every one of its
+    (two or more) replicates at the same step: the sentence that says so."""
+    metric, mode = record.objectives[0]
+    found = []
+    for point in record.points:
+        replicates = [t for t in record.every_replicate if t.point == point and t.state == COMPLETED]
+        chosen = next((t for t in record.trials if t.point == point and t.state == COMPLETED
+                       and t.number in {r.number for r in replicates}), None)
+        values = [r.value(metric) for r in replicates if chosen and r.steps == chosen.steps
+                  and r.value(metric) is not None]
+        if chosen is None or len(values) < 2 or chosen.value(metric) is None:
+            continue
+        searched, best = chosen.value(metric), (min if mode == "min" else max)(values)
+        if (searched < best) if mode == "min" else (searched > best):
+            found.append(f"**{point}: chosen on a lucky seed?** Its search value {fmt(searched)} is better than "
+                         f"each of its {len(values)} replicates at step {chosen.steps} ({fmt(min(values))} to "
+                         f"{fmt(max(values))}): the draw it was chosen on was a good one, and another of its "
+                         "configs may do better on average.")
+    return found
+
+
 def choice_section(record: StudyRecord, history: History | None = None) -> list[str]:
     """report.md's lines on the nuisance choice (empty without compared values and replicates)."""
     rows = choice_rows(record, history)
     if not rows:
         return []
-    metric = record.objectives[0][0]
+    metric, seeds = record.objectives[0][0], int(record.parent["params"].get("seeds_per_config", 1))
     lines = ["## How each value's nuisance config was chosen", "",
-             f"Rule: of each value's search trials, the best {metric} among those trained to the last step on "
-             "the search's seeds; a trial ASHA stopped is no candidate. Its replicates train only that config. "
-             "Each trial ASHA stopped is shown beside the chosen one at the step it was stopped.", "",
+             f"Rule: of each value's search trials, the best {metric} among those trained to the last step, "
+             + (f"each config judged on the mean of its {seeds} seeds" if seeds > 1 else "each config judged on one "
+                "seed") + "; a trial ASHA stopped is no candidate. Its replicates train only that config. Each trial "
+             "ASHA stopped is shown beside the chosen one at the step it was stopped.", "",
              "| value | chosen (final) | stopped by ASHA | at step | its value there | chosen's value there |",
              "|---|---|---|---|---|---|"]
     for r in rows:
@@ -75,4 +101,10 @@ def choice_section(record: StudyRecord, history: History | None = None) -> list[
         lines.append("ASHA stopped no trial of a compared value.")
     elif not any(r.get("not_ahead") for r in rows):
         lines.append("At the step each stopped trial ended, the chosen config of its value was ahead of it.")
+    if seeds == 1:
+        lines += ["", "On one seed per config a seed outlier can decide the choice alone (`seeds_per_config: 2` "
+                  "judges each config on the mean of two seeds, for twice the search's trials)."]
+    lucky = lucky_choices(record)
+    lines += ["", *lucky] if lucky else ["", "Re-checked on the replicates (fresh seeds, the same steps): no chosen "
+                                          "config's search value is better than all of its replicates'."]
     return lines + [""]

@@ -59,3 +59,20 @@ def test_no_stopped_trial_and_no_replicates():
     assert [(r["value"], r["stopped"]) for r in rows] == [("s=1", None), ("s=2", None)]
     assert "ASHA stopped no trial of a compared value." in "\n".join(choice_section(record(clean, REPLICATES), history))
     assert choice_section(record(TRIALS, []), history) == []          # nothing was chosen for replicates
+
+
+def test_a_choice_made_on_a_lucky_seed_is_flagged_by_its_replicates():
+    lucky = [trial(0, "s=1", "completed", 0.40, 40), trial(0, "s=2", "completed", 0.10, 40)]
+    replicates = [trial(0, "s=1", "completed", v, 40, REPLICATE, r) for r, v in enumerate([0.3, 0.5])] + \
+                 [trial(0, "s=2", "completed", v, 40, REPLICATE, r) for r, v in enumerate([0.6, 0.9, 0.2])]
+    text = "\n".join(choice_section(record(lucky, replicates), history))
+    assert ("**s=2: chosen on a lucky seed?** Its search value 0.1 is better than each of its 3 replicates at step "
+            "40 (0.2 to 0.9)") in text
+    assert "**s=1:" not in text                                  # 0.4 lies among its replicates 0.3, 0.5
+    assert "each config judged on one seed" in text and "a seed outlier can decide the choice alone" in text
+    fair = "\n".join(choice_section(record(lucky, replicates[:2] + replicates[2:3]), history))
+    assert "lucky" not in fair and "no chosen config's search value is better than all" in fair   # s=2: 1 replicate
+    two_seeds = record(lucky, replicates)
+    two_seeds.parent["params"]["seeds_per_config"] = "2"
+    text = "\n".join(choice_section(two_seeds, history))
+    assert "each config judged on the mean of its 2 seeds" in text and "seed outlier" not in text

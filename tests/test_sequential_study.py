@@ -1,7 +1,8 @@
 """A study with a `question` end to end on real Ray, Optuna and MLflow, with the stand-in
 trainable's known answer: replicate rounds that stop giving seeds to an answered comparison,
 a null comparison that runs to the budget and ends unresolved with a projection, and a driver
-killed between rounds or mid-round that resumes to the same answer with nothing run twice."""
+stopped in every phase (search, between phases and rounds, mid-round; SIGINT, SIGTERM, SIGKILL),
+one study stopped at each in turn, that resumes to the same answer with nothing run twice."""
 import os
 import re
 import signal
@@ -137,56 +138,51 @@ def _assert_a_clean_stop(folder: Path, lines, sig, output: str) -> None:
     assert parent.info.status == "KILLED" and parent.data.tags["state"] == "interrupted"
 
 
-# where the driver is stopped: the line it waits for, the signal, how many times it is sent
-STOPS = {"first-search-phase-sigint": (r"^v1\.t000 .*: running on node", signal.SIGINT, 1),
-         "later-search-phase-sigterm": (r"^v3\.t000 .*: running on node", signal.SIGTERM, 1),
-         "between-phases-sigint": (r"^v1\.t000 .*: completed", signal.SIGINT, 1),
-         "search-phase-sigint-twice": (r"^v2\.t000 .*: running on node", signal.SIGINT, 2)}
+# one study stopped again and again, each time where the last resume left it, and resumed to the
+# uninterrupted study's answer: (what the stop is, the lines the driver waits for, the signal,
+# how many times it is sent). The search phases train v1, v2, v3 one after the other; then the
+# rounds: round 1 (seeds 43-46), judged ("round 1: open"), round 2 (seeds 47-50)
+ROUND_2_RUNNING = (r"^replicates round 2: ", r"\.rep\d+ .* seed=(47|48|49|50): running on node")
+STOPS = [("first-search-phase-sigint", (r"^v1\.t000 .*: running on node",), signal.SIGINT, 1),
+         ("between-phases-sigint", (r"^v1\.t000 .*: completed",), signal.SIGINT, 1),
+         ("search-phase-sigint-twice", (r"^v2\.t000 .*: running on node",), signal.SIGINT, 2),
+         ("later-search-phase-sigterm", (r"^v3\.t000 .*: running on node",), signal.SIGTERM, 1),
+         ("between-rounds-sigkill", (r"^round 1: open: ",), signal.SIGKILL, 1),
+         ("mid-round-sigint", ROUND_2_RUNNING, signal.SIGINT, 1),
+         ("mid-round-sigkill", ROUND_2_RUNNING, signal.SIGKILL, 1)]
 
 
-@pytest.mark.parametrize("stop", list(STOPS))
-def test_a_driver_stopped_in_any_search_phase_ends_cleanly_and_resumes_to_the_same_answer(
-        tmp_path, uninterrupted, stop):
-    pattern, sig, times = STOPS[stop]
+def test_a_driver_stopped_anywhere_ends_cleanly_and_resumes_to_the_same_answer(tmp_path, uninterrupted):
+    """Every stop of STOPS in turn on one study (each resume is itself stopped at the next one):
+    a clean stop for a signal a driver can catch (exit code, resume hint, no library advice, the
+    trial it was running shown interrupted), the rounds' plan on disk where a round was cut, and
+    at the end the uninterrupted study's answer, seeds and values with nothing trained twice."""
+    folder = tmp_path / NAME
     lines = start_cli("run", str(_study(tmp_path, eval_s=0.4)), cwd=tmp_path)
-    lines.wait_for(pattern)
-    for _ in range(times):
-        lines.process.send_signal(sig)
-        time.sleep(0.3)
-    output = lines.rest()
-    _assert_a_clean_stop(tmp_path / NAME, lines, sig, output)
-    if "running on node" in pattern and times == 1:   # the trial that was running is shown so
-        table = output[[m.start() for m in re.finditer(r"^trial ", output, re.MULTILINE)][-1]:]
-        assert re.search(r"^v\d\.t000 .* interrupted ", table, re.MULTILINE) and " pruned " not in table, table
-        assert "no driver holds this study's lock: its 1 interrupted trials" in table, table
-    _resume_to_the_same_answer(tmp_path / NAME, uninterrupted)
-
-
-def _resume_to_the_same_answer(folder: Path, uninterrupted) -> None:
-    resumed = cli("resume", NAME, "--results-root", str(folder.parent), cwd=folder.parent)
-    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    for stop, patterns, sig, times in STOPS:
+        for pattern in patterns:
+            lines.wait_for(pattern)
+        if sig == signal.SIGKILL:
+            output = _kill(lines, sig)
+        else:
+            for _ in range(times):
+                lines.process.send_signal(sig)
+                time.sleep(0.3)
+            output = lines.rest()
+            _assert_a_clean_stop(folder, lines, sig, output)
+        if "search-phase" in stop and times == 1 and "running on node" in patterns[-1]:
+            table = output[[m.start() for m in re.finditer(r"^trial ", output, re.MULTILINE)][-1]:]
+            assert re.search(r"^v\d\.t000 .* interrupted ", table, re.MULTILINE) and " pruned " not in table, \
+                (stop, table)
+            assert "no driver holds this study's lock: its 1 interrupted trials" in table, (stop, table)
+        if stop.startswith("mid-round"):
+            rounds = yaml.safe_load((folder / "replicate_rounds.yaml").read_text())
+            assert len(rounds) == 2 and not rounds[1]["done"], stop          # stopped inside round 2
+        lines = start_cli("resume", NAME, "--results-root", str(tmp_path), cwd=tmp_path)
+    output = lines.rest(timeout_s=300)
+    assert lines.process.returncode == 0, output
     outcome, expected = _outcome(folder), uninterrupted[1]
     assert outcome["looks"] == expected["looks"] and outcome["rounds"] == expected["rounds"]
     assert outcome["values"] == expected["values"]               # the same seeds, each trained once
     _assert_no_duplicates(folder, outcome)
     assert outcome["parent"]["tags"]["state"] == "finished"
-
-
-def test_a_driver_killed_between_rounds_resumes_to_the_same_answer(tmp_path, uninterrupted):
-    lines = start_cli("run", str(_study(tmp_path)), cwd=tmp_path)
-    lines.wait_for(r"^round 1: open: ")           # round 1 judged: round 2 is being planned or started
-    _kill(lines, signal.SIGKILL)
-    _resume_to_the_same_answer(tmp_path / NAME, uninterrupted)
-
-
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["sigint", "sigkill"])
-def test_a_driver_stopped_mid_round_resumes_to_the_same_answer(tmp_path, uninterrupted, sig):
-    lines = start_cli("run", str(_study(tmp_path)), cwd=tmp_path)
-    lines.wait_for(r"^replicates round 2: ")
-    lines.wait_for(r"\.rep\d+ .* seed=(47|48|49|50): running on node")   # a round-2 replicate has reported
-    output = _kill(lines, sig)
-    if sig == signal.SIGINT:
-        _assert_a_clean_stop(tmp_path / NAME, lines, sig, output)
-    rounds = yaml.safe_load((tmp_path / NAME / "replicate_rounds.yaml").read_text())
-    assert len(rounds) == 2 and not rounds[1]["done"]            # stopped inside round 2
-    _resume_to_the_same_answer(tmp_path / NAME, uninterrupted)

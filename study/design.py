@@ -65,8 +65,6 @@ def check_scientific(scientific: dict | list) -> None:
     values]} or a list of mappings {field: plain value} that all set the same fields, or whose
     points would share a label (a label names a phase's Optuna study and runs)."""
     if isinstance(scientific, list):
-        if not scientific:
-            raise ConfigError("'scientific' must list at least one point {field: value, ...}, got []")
         fields = None
         for i, point in enumerate(scientific):
             if not isinstance(point, dict) or not point:

@@ -271,8 +271,8 @@ def learning_problems(record: StudyRecord, group: Group, which: str = "best") ->
             problems.append(f"not learned: {subject}{of} {fmt(mean)} is not clearly below "
                             f"{what}: more than {LEARNED_RATIO:.0%} of {fmt(trivial)}")
     change = improvement(record, group.runs)
-    if change is not None and change[0] > FALLING:
-        step = group.runs[0].steps
+    if change is not None and change[0] > FALLING:       # a probe trial's steps run on past its training
+        step = group.runs[0].config.training.train_steps if measures_a_model(metric) else group.runs[0].steps
         problems.append(f"still improving at step {step}: {improving_metric(record)} of {group.label} changed by "
                         f"{change[0]:.0%} over its last evaluation interval (mean of "
                         f"{change[1]} runs): the ranking may change with more steps")

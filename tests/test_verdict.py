@@ -166,9 +166,11 @@ def test_a_probe_measure_is_still_improving_when_its_models_still_learn():
     falling = [(250, 0.40), (500, 0.20)]            # the training error halves over the last interval
     settled = [(250, 0.20), (500, 0.199)]
     learned = {"s=1": 0.1, "s=2": 0.2}
-    problems = guards(probe_record("probe/late_rise_tail", learned, {"eval/err_last": falling}))
-    assert [p.split(" changed")[0] for p in problems] == ["still improving at step 100: eval/err_last of s=1",
-                                          "still improving at step 100: eval/err_last of s=2"], problems
+    probed = probe_record("probe/late_rise_tail", learned, {"eval/err_last": falling})
+    trained = probed.replicates[0].config.training.train_steps      # not the trial's last (probe) step
+    assert trained != probed.replicates[0].steps
+    assert [p.split(" changed")[0] for p in guards(probed)] == [
+        f"still improving at step {trained}: eval/err_last of s={s}" for s in (1, 2)]
     # a probe measure's own history is its probes' fitting, not the model's training: not judged
     assert guards(probe_record("probe/late_rise_tail", learned, {"eval/err_last": settled,
                                                                  "probe/late_rise_tail": falling})) == []

@@ -49,12 +49,18 @@ def choice_rows(record: StudyRecord, history: History | None = None) -> list[dic
     return rows
 
 
+def candidates(record: StudyRecord, point: str) -> list[Trial]:
+    """The value's search trials its nuisance config was chosen among (completed ones)."""
+    return [t for t in record.trials if t.point == point and t.state == COMPLETED]
+
+
 def lucky_choices(record: StudyRecord) -> list[str]:
-    """Per compared value whose chosen config's search value is better than every one of its
-    (two or more) replicates at the same step: the sentence that says so."""
+    """Per compared value chosen among two or more configs whose chosen config's search value
+    is better than every one of its (two or more) replicates at the same step: the sentence that
+    says so."""
     metric, mode = record.objectives[0]
     found = []
-    for point in record.points:
+    for point in (p for p in record.points if len(candidates(record, p)) > 1):
         replicates = [t for t in record.every_replicate if t.point == point and t.state == COMPLETED]
         chosen = next((t for t in record.trials if t.point == point and t.state == COMPLETED
                        and t.number in {r.number for r in replicates}), None)
@@ -101,6 +107,8 @@ def choice_section(record: StudyRecord, history: History | None = None) -> list[
         lines.append("ASHA stopped no trial of a compared value.")
     elif not any(r.get("not_ahead") for r in rows):
         lines.append("At the step each stopped trial ended, the chosen config of its value was ahead of it.")
+    if not any(len(candidates(record, point)) > 1 for point in record.points):
+        return lines + ["", "Each value had one candidate config: nothing was chosen between configs.", ""]
     if seeds == 1:
         lines += ["", "On one seed per config a seed outlier can decide the choice alone (`seeds_per_config: 2` "
                   "judges each config on the mean of two seeds, for twice the search's trials)."]

@@ -62,7 +62,8 @@ def test_no_stopped_trial_and_no_replicates():
 
 
 def test_a_choice_made_on_a_lucky_seed_is_flagged_by_its_replicates():
-    lucky = [trial(0, "s=1", "completed", 0.40, 40), trial(0, "s=2", "completed", 0.10, 40)]
+    lucky = [trial(0, "s=1", "completed", 0.40, 40), trial(1, "s=1", "completed", 0.50, 40),
+             trial(0, "s=2", "completed", 0.10, 40), trial(1, "s=2", "completed", 0.30, 40)]
     replicates = [trial(0, "s=1", "completed", v, 40, REPLICATE, r) for r, v in enumerate([0.3, 0.5])] + \
                  [trial(0, "s=2", "completed", v, 40, REPLICATE, r) for r, v in enumerate([0.6, 0.9, 0.2])]
     text = "\n".join(choice_section(record(lucky, replicates), history))
@@ -76,3 +77,11 @@ def test_a_choice_made_on_a_lucky_seed_is_flagged_by_its_replicates():
     two_seeds.parent["params"]["seeds_per_config"] = "2"
     text = "\n".join(choice_section(two_seeds, history))
     assert "each config judged on the mean of its 2 seeds" in text and "seed outlier" not in text
+
+
+def test_a_value_with_one_candidate_config_had_no_choice_to_check():
+    single = [trial(0, "s=1", "completed", 0.40, 40), trial(0, "s=2", "completed", 0.10, 40)]
+    replicates = [trial(0, p, "completed", v, 40, REPLICATE, r) for p in ("s=1", "s=2") for r, v in enumerate([0.6, 0.9])]
+    text = "\n".join(choice_section(record(single, replicates), history))
+    assert "Each value had one candidate config: nothing was chosen between configs." in text
+    assert "lucky" not in text and "seed outlier" not in text

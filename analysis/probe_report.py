@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from matplotlib.ticker import MaxNLocator
+
 from .figures import _save, plt
 from .layout import fmt
 from .trials import StudyRecord
@@ -82,6 +84,7 @@ def figure_per_seed(probed: dict[str, dict[int, dict]], path: Path) -> dict:
         ax.plot([], [], "k--", lw=1, label="control probes (w = 1)")
         where = "layer" if first["family"] == "standard" else "loop iteration"
         ax.set(title=value, xlabel=f"{where} (0 = read_in embedding)", yscale="log")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.legend(fontsize=7)
     axes[0][0].set_ylabel(f"probe error for {first['target']} / d")
     fig.suptitle(f"probing {first['target']} per state, d={first['n_dims']} n={first['n_points']}")

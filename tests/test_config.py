@@ -72,3 +72,11 @@ def test_every_preset_and_its_cpu_variant_is_valid():
     probe = load_config("seed_probe_looped")
     assert (probe.model.n_embd, probe.curriculum.loops.start, probe.loop_budget, probe.training.n_loop_window) == (128, 20, 100, 20)
     assert load_config("seed_probe_standard").model.n_layer == 20
+
+
+def test_a_folder_named_like_a_preset_does_not_hide_it(tmp_path, monkeypatch):
+    from trainables.config import load_config
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "depth_sampling_cpu").mkdir()       # e.g. a study's results folder of that name
+    assert load_config("depth_sampling_cpu").training.depth_sampling == "poisson_lognormal"

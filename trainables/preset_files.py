@@ -53,8 +53,9 @@ def preset_data(name: str) -> tuple[dict, str]:
 
 
 def is_config_file(source: str | Path) -> bool:
-    """Whether a config source names a YAML file (else a preset)."""
-    return Path(source).suffix in (".yaml", ".yml") or Path(source).exists()
+    """Whether a config source names a YAML file (else a preset; a folder of the same name, e.g.
+    a study's results folder `--results depth_sampling_cpu`, does not hide the preset)."""
+    return Path(source).suffix in (".yaml", ".yml") or Path(source).is_file()
 
 
 def source_data(source: str | Path) -> dict:

@@ -49,9 +49,10 @@ def choice_rows(record: StudyRecord, history: History | None = None) -> list[dic
     return rows
 
 
-def candidates(record: StudyRecord, point: str) -> list[Trial]:
-    """The value's search trials its nuisance config was chosen among (completed ones)."""
-    return [t for t in record.trials if t.point == point and t.state == COMPLETED]
+def candidates(record: StudyRecord, point: str) -> set[int]:
+    """The value's search configs (Optuna trial numbers: each trains `seeds_per_config` seeds)
+    its nuisance config was chosen among, of those completed."""
+    return {t.number for t in record.trials if t.point == point and t.state == COMPLETED}
 
 
 def lucky_choices(record: StudyRecord) -> list[str]:
@@ -66,9 +67,11 @@ def lucky_choices(record: StudyRecord) -> list[str]:
                        and t.number in {r.number for r in replicates}), None)
         values = [r.value(metric) for r in replicates if chosen and r.steps == chosen.steps
                   and r.value(metric) is not None]
-        if chosen is None or len(values) < 2 or chosen.value(metric) is None:
+        seeds = [t.value(metric) for t in record.trials if chosen and t.point == point
+                 and t.number == chosen.number and t.value(metric) is not None]
+        if chosen is None or len(values) < 2 or not seeds:
             continue
-        searched, best = chosen.value(metric), (min if mode == "min" else max)(values)
+        searched, best = sum(seeds) / len(seeds), (min if mode == "min" else max)(values)   # its seeds' mean
         if (searched < best) if mode == "min" else (searched > best):
             found.append(f"**{point}: chosen on a lucky seed?** Its search value {fmt(searched)} is better than "
                          f"each of its {len(values)} replicates at step {chosen.steps} ({fmt(min(values))} to "

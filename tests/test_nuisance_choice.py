@@ -85,3 +85,15 @@ def test_a_value_with_one_candidate_config_had_no_choice_to_check():
     text = "\n".join(choice_section(record(single, replicates), history))
     assert "Each value had one candidate config: nothing was chosen between configs." in text
     assert "lucky" not in text and "seed outlier" not in text
+
+
+def test_a_config_trained_on_two_seeds_is_one_candidate_judged_on_their_mean():
+    repeats = [trial(0, "s=1", "completed", 0.10, 40), trial(0, "s=1", "completed", 0.50, 40, repeat=1),
+               trial(1, "s=1", "completed", 0.60, 40), trial(1, "s=1", "completed", 0.70, 40, repeat=1)]
+    replicates = [trial(0, "s=1", "completed", v, 40, REPLICATE, r) for r, v in enumerate([0.2, 0.4])]
+    two_seeds = record(repeats, replicates)
+    two_seeds.parent["params"]["seeds_per_config"] = "2"
+    text = "\n".join(choice_section(two_seeds, history))
+    assert "lucky" not in text                      # the mean 0.3 lies among 0.2 and 0.4 (0.1 alone would not)
+    single = "\n".join(choice_section(record(repeats[:2], replicates), history))
+    assert "Each value had one candidate config" in single     # two seeds of one config: one candidate
